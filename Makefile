@@ -1,0 +1,25 @@
+# flatmin: `make help` lists the targets.
+PYTHON ?= python
+
+.PHONY: help install test test-slow demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: ## install flatmin and its test dependencies into the current Python (3.11)
+	$(PYTHON) -m pip install -e ".[dev]"
+
+test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
+	$(PYTHON) -m pytest
+
+test-slow: ## run only the tests marked slow
+	$(PYTHON) -m pytest -m slow
+
+demo: ## the quick start: train the default small CNN on digits (about a minute on 2 CPU cores)
+	$(PYTHON) train.py
+
+bench: ## time one step of every optimizer as a ratio to SGD (see docs/benchmarks.md)
+	$(PYTHON) scripts/bench_optim.py
+
+clean: ## remove run outputs and caches
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,124 @@
+"""Validation of a composed configuration, before any work starts.
+
+Hydra already rejects unknown group options (listing the valid ones) and unknown keys. What it
+cannot know is which *values* make sense; :func:`validate` checks them against the table
+``RULES`` and raises :class:`~flatmin.errors.ConfigError` with one sentence naming the key.
+A rule whose key is absent from the config (``optimizer.rho`` under ``optimizer=sgd``) is
+skipped, so one table serves every combination of config groups.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from flatmin.errors import ConfigError
+
+_MISSING = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def non_negative(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def positive_int(value: Any) -> bool:
+    return _is_int(value) and value > 0
+
+
+def non_negative_int(value: Any) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def fraction(value: Any) -> bool:
+    """A number in [0, 1)."""
+    return _is_number(value) and 0 <= value < 1
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda value: value in choices
+
+
+def device_name(value: Any) -> bool:
+    return isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:"))
+
+
+def resume_target(value: Any) -> bool:
+    return value is None or value == "auto" or (isinstance(value, str) and Path(value).exists())
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    check: Callable[[Any], bool]
+    requirement: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("seed", non_negative_int, "a non-negative integer"),
+    Rule("optimizer.lr", positive, "a number > 0"),
+    Rule("optimizer.weight_decay", non_negative, "a number >= 0"),
+    Rule("optimizer.momentum", fraction, "a number in [0, 1)"),
+    Rule("optimizer.base", one_of("sgd", "adam", "adamw"), "one of sgd, adam, adamw"),
+    Rule("optimizer.rho", non_negative, "a number >= 0"),
+    Rule("optimizer.eta", non_negative, "a number >= 0"),
+    Rule("dataset.batch_size", positive_int, "a positive integer"),
+    Rule("dataset.eval_batch_size", positive_int, "a positive integer"),
+    Rule("dataset.num_workers", non_negative_int, "a non-negative integer"),
+    Rule("trainer.epochs", positive_int, "a positive integer"),
+    Rule("trainer.device", device_name, "auto, cpu, cuda or cuda:N"),
+    Rule("trainer.precision", one_of("auto", "bf16", "fp16", "fp32"), "one of auto, bf16, fp16, fp32"),
+    Rule("trainer.accumulate_grad_batches", positive_int, "a positive integer"),
+    Rule("trainer.grad_clip_norm", optional(positive), "null or a number > 0"),
+    Rule("trainer.label_smoothing", fraction, "a number in [0, 1)"),
+    Rule("trainer.log_every_n_steps", positive_int, "a positive integer"),
+    Rule("trainer.limit_train_batches", optional(positive_int), "null or a positive integer"),
+    Rule("trainer.limit_eval_batches", optional(positive_int), "null or a positive integer"),
+    Rule("trainer.resume", resume_target, "null, auto, or the path of an existing checkpoint or run directory"),
+    Rule("scheduler.name", one_of("cosine", "step", "constant"), "one of cosine, step, constant"),
+    Rule("scheduler.warmup_epochs", non_negative, "a number >= 0"),
+    Rule("scheduler.min_lr_factor", fraction, "a number in [0, 1)"),
+    Rule("scheduler.step_size", positive, "a number of epochs > 0"),
+    Rule("scheduler.gamma", positive, "a number > 0"),
+)
+
+
+def _lookup(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+    return value
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value of ``cfg`` that ``RULES`` knows; raise ``ConfigError`` on the first bad one.
+
+    The message is one sentence: the key, what it must be, and the value it got. Interpolations
+    are resolved first, so ``${...}`` values are checked as the run will see them.
+    """
+    for rule in RULES:
+        try:
+            value = _lookup(cfg, rule.key)
+        except Exception as error:  # an interpolation that does not resolve
+            raise ConfigError(f"{rule.key} could not be resolved: {error}") from error
+        if value is _MISSING:
+            continue
+        if not rule.check(value):
+            raise ConfigError(f"{rule.key} must be {rule.requirement} (got {value!r}).")

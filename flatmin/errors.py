@@ -1,0 +1,21 @@
+"""The exceptions flatmin raises for bad input.
+
+Each carries one sentence meant for the user; ``flatmin.train.main`` prints it and exits
+non-zero instead of showing a traceback.
+"""
+
+
+class FlatminError(Exception):
+    """A user-facing error: the message is one clear sentence saying what to change."""
+
+
+class ConfigError(FlatminError):
+    """A configuration value is invalid (wrong type or out of range)."""
+
+
+class DataNotFoundError(FlatminError):
+    """A dataset is not on disk and cannot be downloaded."""
+
+
+class CheckpointError(FlatminError):
+    """A checkpoint is missing, unreadable or does not fit the run."""

@@ -1,0 +1,109 @@
+"""Metric logging: ``metrics.jsonl`` in the run directory always, Weights & Biases when asked.
+
+Every logger has ``log(record)`` (a flat dict with ``step`` and ``epoch``), ``summary(dict)`` and
+``close(failed)``. W&B runs in offline mode unless the config says otherwise, logs the resolved
+config, and is finished inside the job so a Hydra multirun yields one W&B run per job, grouped by
+the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig
+
+
+class Logger(Protocol):
+    def log(self, record: dict[str, Any]) -> None: ...
+
+    def summary(self, summary: dict[str, Any]) -> None: ...
+
+    def close(self, failed: bool = False) -> None: ...
+
+
+class JsonlLogger:
+    """Appends one JSON line per record to ``metrics.jsonl``.
+
+    On resume the file is rebuilt from ``history_source`` (the metrics file of the run being
+    resumed) up to the checkpoint's epoch, so lines logged after the checkpoint by the interrupted
+    run do not appear twice.
+    """
+
+    def __init__(self, path: Path, history_source: Path | None = None, until_epoch: int = 0) -> None:
+        history = []
+        if history_source is not None and history_source.is_file():
+            for line in history_source.read_text().splitlines():
+                if line.strip() and json.loads(line)["epoch"] <= until_epoch:
+                    history.append(line)
+        self.file = open(path, "w")
+        self.file.writelines(line + "\n" for line in history)
+        self.file.flush()
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        """The summary goes to ``summary.json``, written by the trainer; nothing to add here."""
+
+    def close(self, failed: bool = False) -> None:
+        self.file.close()
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"test": {"last": {"acc": 1}}}`` → ``{"test/last/acc": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+class WandbLogger:
+    """One W&B run per job (``with``-style: always finished in :meth:`close`)."""
+
+    def __init__(self, cfg: DictConfig, config: dict[str, Any], run_dir: Path, name: str,
+                 group: str | None, run_id: str | None) -> None:
+        import wandb
+
+        self.run = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=str(run_dir),
+                              name=name, group=cfg.group or group, tags=list(cfg.tags), config=config,
+                              id=run_id, resume="allow" if run_id else None)
+        self.run_id = self.run.id
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self.run.summary.update(flatten(summary))
+
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+class Loggers:
+    """Fans records out to every active logger."""
+
+    def __init__(self, loggers: list[Logger]) -> None:
+        self.loggers = loggers
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        return next((lg.run_id for lg in self.loggers if isinstance(lg, WandbLogger)), None)
+
+    def log(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(record)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.summary(summary)
+
+    def close(self, failed: bool = False) -> None:
+        for logger in self.loggers:
+            logger.close(failed)

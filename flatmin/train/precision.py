@@ -1,0 +1,97 @@
+"""Device and numeric precision: autocast for bf16/fp16 and fp16 loss scaling for multi-pass steps.
+
+``optimizers.md`` (AMP): bf16 autocast needs nothing special. fp16 scales the loss; every pass's
+gradients are unscaled and checked for inf/NaN right after its backward, and if any pass of a step
+overflowed the base step is skipped and the scale backs off. ``torch.amp.GradScaler`` cannot do
+this (``GradScaler.step(closure)`` raises and ``unscale_`` runs once per step), so the scaler
+below reuses the same kernels on its own state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ContextManager
+
+import torch
+from torch import Tensor
+
+from flatmin.errors import ConfigError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device is {name!r} but this machine has no CUDA device; "
+                          "use trainer.device=auto or cpu.")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` is bf16 on a CUDA device that supports it, fp32 otherwise (the CPU included)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
+    """The autocast context of ``precision`` on ``device`` (nothing for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+class LossScaler:
+    """Dynamic fp16 loss scaling with the multi-pass skip-step rule; inert unless ``enabled``.
+
+    Same schedule as ``torch.amp.GradScaler``: start at 2^16, halve on overflow, double after
+    ``growth_interval`` clean steps.
+    """
+
+    def __init__(self, device: torch.device, enabled: bool, init_scale: float = 2.0**16,
+                 growth_factor: float = 2.0, backoff_factor: float = 0.5, growth_interval: int = 2000) -> None:
+        self.enabled = enabled
+        self.growth_factor = growth_factor
+        self.backoff_factor = backoff_factor
+        self.growth_interval = growth_interval
+        self.scale = torch.full((), init_scale, dtype=torch.float32, device=device)
+        self.growth_tracker = torch.zeros((), dtype=torch.int32, device=device)
+        self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
+
+    def backward(self, loss: Tensor, params: list[Tensor]) -> None:
+        """Backward of one pass; under fp16, of the scaled loss, then unscale and check its gradients."""
+        if not self.enabled:
+            loss.backward()
+            return
+        (loss.float() * self.scale).backward()
+        inverse = self.scale.double().reciprocal().float()
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for param in params:
+            if param.grad is not None:
+                by_dtype.setdefault(param.grad.dtype, []).append(param.grad)
+        for grads in by_dtype.values():
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, inverse)
+
+    def overflowed(self) -> bool:
+        """Whether any pass since the last :meth:`update` produced inf/NaN (one host sync)."""
+        return self.enabled and bool(self.found_inf.item())
+
+    def update(self) -> None:
+        """After each optimizer step: back off on overflow or grow, then clear the overflow flag."""
+        if not self.enabled:
+            return
+        torch._amp_update_scale_(self.scale, self.growth_tracker, self.found_inf, self.growth_factor,
+                                 self.backoff_factor, self.growth_interval)
+        self.found_inf.zero_()
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"scale": self.scale.cpu(), "growth_tracker": self.growth_tracker.cpu()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.scale.copy_(state["scale"])
+        self.growth_tracker.copy_(state["growth_tracker"])

@@ -1,0 +1,43 @@
+"""Learning-rate schedules, stepped once per optimizer step, each with an optional linear warmup.
+
+Lengths are given in epochs in the config (fractions allowed) and converted to steps here, so a
+schedule means the same thing whatever the batch size. The factor multiplies every param group's
+initial ``lr``; a multi-pass method shares its param groups with its base optimizer, so the
+schedule reaches both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from omegaconf import DictConfig
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def cosine(progress: float, min_factor: float) -> float:
+    """Cosine decay from 1 to ``min_factor`` as ``progress`` goes from 0 to 1 (Loshchilov & Hutter, 2017)."""
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+    """The multiplier of the initial learning rate at optimizer step ``step`` (0-based)."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.name == "cosine":
+            return cosine((step - warmup) / max(1, total - warmup), cfg.min_lr_factor)
+        if cfg.name == "step":
+            return cfg.gamma ** math.floor(step / (cfg.step_size * steps_per_epoch))
+        return 1.0
+
+    return factor
+
+
+def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
+    """A per-step ``LambdaLR`` for the ``scheduler`` config group (cosine, step or constant)."""
+    return LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, epochs))

@@ -1,0 +1,244 @@
+"""The Trainer: epochs of optimizer steps, evaluation, checkpoints and logs for one job.
+
+Per epoch it trains on every micro-batch (``Stepper`` drives ``optimizer.step(closure)``), then
+evaluates on the validation split and writes ``last.pt`` (and ``best.pt`` when the monitored
+metric improved) atomically. At the end it evaluates the last and the best-validation models on
+the test split and writes ``summary.json``. Resuming from ``last.pt`` restores every generator,
+so on the CPU a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from tqdm import tqdm
+
+from flatmin.data import Loaders
+from flatmin.errors import CheckpointError
+from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
+from flatmin.train.loggers import Loggers
+from flatmin.train.precision import LossScaler, autocast
+from flatmin.train.seeding import rng_state, set_rng_state
+from flatmin.train.step import Stepper
+
+log = logging.getLogger(__name__)
+
+
+def micro_batches_per_epoch(train_batches: int, cfg: DictConfig) -> int:
+    """Training micro-batches per epoch after ``trainer.limit_train_batches``."""
+    return min(train_batches, cfg.limit_train_batches or train_batches)
+
+
+def optimizer_steps_per_epoch(train_batches: int, cfg: DictConfig) -> int:
+    """Optimizer steps per epoch: one per ``accumulate_grad_batches`` micro-batches (the last
+    group of an epoch may be shorter)."""
+    return math.ceil(micro_batches_per_epoch(train_batches, cfg) / cfg.accumulate_grad_batches)
+
+
+class Trainer:
+    """Trains ``model`` with ``optimizer`` as configured by the ``trainer`` config group."""
+
+    def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+                 loaders: Loaders, device: torch.device, precision: str, run_dir: Path, loggers: Loggers,
+                 config: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loaders = loaders
+        self.device = device
+        self.precision = precision
+        self.run_dir = run_dir
+        self.loggers = loggers
+        self.config = config
+        self.stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                               lambda: autocast(device, precision), LossScaler(device, precision == "fp16"),
+                               cfg.accumulate_grad_batches, cfg.grad_clip_norm)
+        self.micro_batches = micro_batches_per_epoch(len(loaders.train), cfg)
+        self.epoch = 0
+        self.global_step = 0
+        self.samples_seen = 0
+        self.train_time_s = 0.0
+        self.elapsed_s = 0.0
+        self.last_record: dict[str, Any] = {}
+        self.best: dict[str, Any] | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, test, and return the summary of the whole run."""
+        started = time.perf_counter()
+        elapsed_before = self.elapsed_s
+        for epoch in range(self.epoch, self.cfg.epochs):
+            train = self.train_epoch(epoch)
+            val = self.evaluate(self.loaders.val, "val") if self.loaders.val is not None else {}
+            self.epoch = epoch + 1
+            record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val}
+            self.last_record = record
+            self.loggers.log(record)
+            log.info("epoch %d/%d %s", self.epoch, self.cfg.epochs, _format(record))
+            if self._improved(record):
+                self.best = record
+                save_checkpoint({"epoch": self.epoch, "model": self.model.state_dict(), "record": record},
+                                self.run_dir / "best.pt")
+            self.elapsed_s = elapsed_before + time.perf_counter() - started
+            save_checkpoint(self.state_dict(), self.run_dir / "last.pt")
+        summary = self._summarise(self._test())
+        summary["wall_time_s"] = elapsed_before + time.perf_counter() - started
+        return summary
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training split; returns its mean loss and accuracy (first passes)."""
+        self.model.train()
+        self.loaders.train.sampler.set_epoch(epoch)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, correct
+        window = torch.zeros(2, dtype=torch.float64, device=self.device)
+        total_count = window_count = 0
+        window_start = epoch_start = time.perf_counter()
+        batches = islice(self.loaders.train, self.micro_batches)
+        bar = tqdm(batches, total=self.micro_batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+                   disable=None if self.cfg.progress_bar else True, leave=False, dynamic_ncols=True)
+        for index, (inputs, targets) in enumerate(bar):
+            inputs, targets = self._to_device(inputs, targets)
+            group_start = index - index % self.cfg.accumulate_grad_batches
+            group_size = min(self.cfg.accumulate_grad_batches, self.micro_batches - group_start)
+            loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
+            window += torch.stack([loss.double() * len(targets), (outputs.argmax(1) == targets).sum().double()])
+            window_count += len(targets)
+            if not ended:
+                continue
+            self.scheduler.step()
+            self.global_step += 1
+            if self.global_step % self.cfg.log_every_n_steps == 0:
+                loss_sum, correct = window.tolist()
+                now = time.perf_counter()
+                record = {"event": "step", "step": self.global_step, "epoch": epoch + 1,
+                          "train/loss": loss_sum / window_count, "train/accuracy": correct / window_count,
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          "samples_per_s": window_count / (now - window_start)}
+                self.loggers.log(record)
+                bar.set_postfix(loss=f"{record['train/loss']:.4f}", acc=f"{record['train/accuracy']:.3f}",
+                                samples_s=f"{record['samples_per_s']:.0f}")
+                totals += window
+                total_count += window_count
+                window.zero_()
+                window_count, window_start = 0, now
+        totals += window
+        total_count += window_count
+        self.samples_seen += total_count
+        loss_sum, correct = totals.tolist()
+        epoch_time = time.perf_counter() - epoch_start
+        self.train_time_s += epoch_time
+        return {"train/loss": loss_sum / total_count, "train/accuracy": correct / total_count,
+                "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time}
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable, prefix: str) -> dict[str, float]:
+        """Mean cross-entropy (without label smoothing) and accuracy on ``loader``, model in eval mode."""
+        self.model.eval()
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, correct
+        count = 0
+        for inputs, targets in islice(loader, self.cfg.limit_eval_batches):
+            inputs, targets = self._to_device(inputs, targets)
+            with autocast(self.device, self.precision):
+                outputs = self.model(inputs)
+            totals += torch.stack([F.cross_entropy(outputs.float(), targets, reduction="sum").double(),
+                                   (outputs.argmax(1) == targets).sum().double()])
+            count += len(targets)
+        self.model.train()
+        loss_sum, correct = totals.tolist()
+        return {f"{prefix}/loss": loss_sum / count, f"{prefix}/accuracy": correct / count}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _to_device(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets.to(self.device, non_blocking=True)
+
+    def _improved(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` beats the best so far on ``trainer.monitor`` (always, without val)."""
+        if self.cfg.monitor not in record or self.best is None:
+            return True
+        if self.cfg.monitor_mode == "max":
+            return record[self.cfg.monitor] > self.best[self.cfg.monitor]
+        return record[self.cfg.monitor] < self.best[self.cfg.monitor]
+
+    def _test(self) -> dict[str, dict[str, float]]:
+        """Test metrics of the last model and of the best-validation model (from ``best.pt``)."""
+        results = {"last": self.evaluate(self.loaders.test, "test")}
+        last_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        best = load_checkpoint(self.run_dir / "best.pt", required=("model",))
+        self.model.load_state_dict(best["model"])
+        results["best_val"] = self.evaluate(self.loaders.test, "test")
+        self.model.load_state_dict(last_weights)
+        return results
+
+    def _summarise(self, test: dict[str, dict[str, float]]) -> dict[str, Any]:
+        memory = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if self.device.type == "cuda":
+            memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        micro_steps = max(1, self.stepper.micro_steps)
+        return {
+            "status": "completed",
+            "epochs": self.epoch,
+            "global_steps": self.global_step,
+            "final": self.last_record,
+            "best_val": self.best,
+            "test": test,
+            "passes_per_step": self.stepper.passes / micro_steps,
+            "train_time_s": self.train_time_s,
+            "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
+            "peak_memory_mb": memory,
+            "device": str(self.device),
+            "precision": self.precision,
+        }
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly: weights, optimizer, schedule, scaler, RNG."""
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "stepper": self.stepper.state_dict(),
+            "rng": rng_state(),
+            "trainer": {"best": self.best, "last_record": self.last_record, "samples_seen": self.samples_seen,
+                        "train_time_s": self.train_time_s, "elapsed_s": self.elapsed_s,
+                        "wandb_run_id": self.loggers.wandb_run_id},
+            "config": self.config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        """Continue from a checkpoint made by :meth:`state_dict`; a mismatch is a ``CheckpointError``."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer "
+                                  f"({str(error).splitlines()[0]}); resume with the config it was made with.") from error
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stepper.load_state_dict(state["stepper"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        trainer = state["trainer"]
+        self.best, self.last_record = trainer["best"], trainer["last_record"]
+        self.samples_seen, self.train_time_s = trainer["samples_seen"], trainer["train_time_s"]
+        self.elapsed_s = trainer["elapsed_s"]
+        set_rng_state(state["rng"])
+
+
+def _format(record: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float))

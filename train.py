@@ -1,0 +1,15 @@
+"""flatmin's command line: ``python train.py [group=option ...] [key=value ...]`` (Hydra)."""
+
+import hydra
+from omegaconf import DictConfig
+
+import flatmin.train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return flatmin.train.main(cfg)
+
+
+if __name__ == "__main__":
+    main()
