@@ -44,8 +44,8 @@ def global_norm(tensors: list[Tensor]) -> Tensor:
 class MultiPassOptimizer(Optimizer):
     """Base class of the flat-minima methods: wraps a base optimizer on shared param groups.
 
-    ``base_optimizer`` is an optimizer class (built here on the same param groups with
-    ``**base_kwargs``) or an instance (whose param groups are adopted). The method's own
+    ``base_optimizer`` is an optimizer class (built here on ``params`` with ``**base_kwargs``) or
+    an instance, whose param groups are adopted (``params`` is then ignored and may be None). The method's own
     hyperparameters (``defaults``) live in the same group dicts, so a scheduler attached to
     either object can change ``lr`` or ``rho`` per group.
 

@@ -1,0 +1,43 @@
+"""Shared test helpers: compose the real Hydra config, run the real command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def make_config(output_dir: Path, *overrides: str) -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, writing into ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={output_dir}", "trainer.progress_bar=false",
+                                            *overrides])
+
+
+def run_cli(*args: str, log_dir: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python train.py <args>`` from the repository root with run dirs under ``log_dir``."""
+    env = {**os.environ, "FLATMIN_LOG_DIR": str(log_dir), "WANDB_SILENT": "true"}
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture
+def cfg_factory(tmp_path: Path):
+    """``cfg_factory(*overrides)`` composes a config whose run directory is a fresh temp dir."""
+    counter = iter(range(1_000_000))
+
+    def factory(*overrides: str) -> DictConfig:
+        return make_config(tmp_path / f"run{next(counter)}", *overrides)
+
+    return factory

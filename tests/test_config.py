@@ -1,0 +1,93 @@
+"""Every config combination composes and builds; bad values stop with one sentence naming the key."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from flatmin.config import validate
+from flatmin.data import build_dataset
+from flatmin.errors import ConfigError
+from flatmin.models import build_model
+from flatmin.optim import MultiPassOptimizer, build_optimizer
+from flatmin.train.schedulers import build_scheduler
+from tests.conftest import CONF, make_config, run_cli
+
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "logger", "paths")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in (*GROUPS, "experiment"):
+        assert options(group), f"conf/{group} has no options"
+
+
+def test_every_combination_composes_and_builds(tmp_path: Path):
+    datasets = {name: build_dataset(make_config(tmp_path, f"dataset={name}").dataset) for name in options("dataset")}
+    combinations = list(itertools.product(*(options(group) for group in GROUPS)))
+    for combination in combinations:
+        overrides = [f"{group}={option}" for group, option in zip(GROUPS, combination)]
+        cfg = make_config(tmp_path, *overrides)
+        validate(cfg)
+        model = build_model(cfg.model)
+        x, _ = datasets[cfg.dataset.name].train[0]
+        assert model(x.unsqueeze(0)).shape == (1, cfg.dataset.num_classes), overrides
+        optimizer = build_optimizer(cfg.optimizer, model)
+        build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=3, epochs=cfg.trainer.epochs)
+        assert isinstance(optimizer, torch.optim.Optimizer)
+    assert len(combinations) >= 4 * 3 * 2 * 2
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_configs_compose(tmp_path: Path, experiment: str):
+    cfg = make_config(tmp_path, f"experiment={experiment}")
+    validate(cfg)
+
+
+INVALID = [
+    (["optimizer.lr=-0.1"], "optimizer.lr must be a number > 0 (got -0.1)."),
+    (["optimizer.lr=0"], "optimizer.lr must be a number > 0 (got 0)."),
+    (["optimizer=sam", "optimizer.rho=-0.05"], "optimizer.rho must be a number >= 0 (got -0.05)."),
+    (["trainer.epochs=0"], "trainer.epochs must be a positive integer (got 0)."),
+    (["trainer.epochs=-2"], "trainer.epochs must be a positive integer (got -2)."),
+    (["dataset.batch_size=0"], "dataset.batch_size must be a positive integer (got 0)."),
+    (["dataset.batch_size=-8"], "dataset.batch_size must be a positive integer (got -8)."),
+    (["trainer.precision=fp8"], "trainer.precision must be one of auto, bf16, fp16, fp32 (got 'fp8')."),
+    (["trainer.resume=/no/such/checkpoint.pt"],
+     "trainer.resume must be null, auto, or the path of an existing checkpoint or run directory "
+     "(got '/no/such/checkpoint.pt')."),
+]
+
+
+@pytest.mark.parametrize(("overrides", "sentence"), INVALID)
+def test_invalid_values_give_one_sentence(tmp_path: Path, overrides: list[str], sentence: str):
+    with pytest.raises(ConfigError) as caught:
+        validate(make_config(tmp_path, *overrides))
+    assert str(caught.value) == sentence
+
+
+@pytest.mark.parametrize(("overrides", "key"), [(["optimizer.lr=-1"], "optimizer.lr"),
+                                                (["optimizer=sam", "optimizer.rho=-1"], "optimizer.rho"),
+                                                (["trainer.epochs=0"], "trainer.epochs"),
+                                                (["dataset.batch_size=0"], "dataset.batch_size")])
+def test_command_line_exits_nonzero_with_the_sentence(tmp_path: Path, overrides: list[str], key: str):
+    result = run_cli(*overrides, log_dir=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [line for line in lines if line.startswith("flatmin: error:")] and len(lines) == 1
+    assert lines[0].startswith(f"flatmin: error: {key} must be")
+
+
+def test_unknown_option_lists_the_valid_ones(tmp_path: Path):
+    result = run_cli("optimizer=nosuch", log_dir=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "Could not find 'optimizer/nosuch'" in result.stderr
+    for option in options("optimizer"):
+        assert option in result.stderr

@@ -1,0 +1,117 @@
+"""End to end through the real command line and the real run entry: accuracy, sweeps, W&B, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from flatmin.train import Trainer, run
+from flatmin.train.checkpoint import load_checkpoint
+from tests.conftest import run_cli
+
+
+def only_run_dir(log_dir: Path) -> Path:
+    (run_dir,) = (log_dir / "runs").iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize("args", [(), ("optimizer=sam",)], ids=["quick-start", "sam"])
+def test_quick_start_reaches_the_accuracy_bar(tmp_path: Path, args: tuple[str, ...]):
+    run_cli(*args, log_dir=tmp_path)
+    run_dir = only_run_dir(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["test"]["best_val"]["test/accuracy"] >= 0.90
+    assert summary["test"]["last"]["test/accuracy"] >= 0.90
+    assert summary["passes_per_step"] == (2.0 if args else 1.0)
+    assert summary["epochs"] == 30 and summary["wall_time_s"] > 0
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == list(range(1, 31))
+    assert summary["best_val"]["val/accuracy"] == max(r["val/accuracy"] for r in epochs)
+
+
+def test_multirun_makes_one_run_dir_and_one_offline_wandb_run_per_job(tmp_path: Path):
+    run_cli("-m", "optimizer=sgd,sam", "seed=0,1", "logger=wandb", "trainer.epochs=1", log_dir=tmp_path)
+    (sweep,) = (tmp_path / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    run_ids = set()
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        (offline,) = (job / "wandb").glob("offline-run-*")
+        run_id = offline.name.rsplit("-", 1)[1]
+        run_ids.add(run_id)
+        data = (offline / f"run-{run_id}.wandb").read_bytes()
+        assert bytes([len(sweep.name)]) + sweep.name.encode() in data        # grouped by the sweep
+        assert f"finishing run flatmin/{run_id}" in (offline / "logs" / "debug.log").read_text()
+    assert len(run_ids) == 4
+    assert {json.loads((job / "summary.json").read_text())["choices"]["optimizer"] for job in jobs} == {"sgd", "sam"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])
+def test_resume_after_an_interruption_continues_bit_for_bit(cfg_factory, monkeypatch, optimizer: str):
+    overrides = (f"optimizer={optimizer}", "trainer.epochs=2")
+    straight_cfg = cfg_factory(*overrides)
+    run(straight_cfg)
+
+    interrupted_cfg = cfg_factory(*overrides)
+    real_train_epoch = Trainer.train_epoch
+
+    def train_epoch_then_die(self, epoch):
+        if epoch == 1:
+            raise Interrupt("killed during epoch 2")
+        return real_train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch_then_die)
+    with pytest.raises(Interrupt):
+        run(interrupted_cfg)
+    monkeypatch.setattr(Trainer, "train_epoch", real_train_epoch)
+    run_dir = Path(interrupted_cfg.paths.output_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+
+    interrupted_cfg.trainer.resume = "auto"
+    resumed_summary = run(interrupted_cfg)
+    straight = load_checkpoint(Path(straight_cfg.paths.output_dir) / "last.pt")
+    resumed = load_checkpoint(run_dir / "last.pt")
+    for key, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][key]), key
+    assert _same_state(straight["optimizer"], resumed["optimizer"])
+    assert resumed_summary["epochs"] == 2
+
+    def metric_lines(path: Path):
+        records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in records]
+
+    assert metric_lines(run_dir) == metric_lines(Path(straight_cfg.paths.output_dir))
+
+
+def _same_state(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_resume_from_another_run_dir_continues_there(cfg_factory):
+    first = cfg_factory("trainer.epochs=1")
+    run(first)
+    second = cfg_factory("trainer.epochs=2", f"trainer.resume={first.paths.output_dir}")
+    summary = run(second)
+    assert summary["epochs"] == 2
+    records = [json.loads(line) for line in (Path(second.paths.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["event"] == "epoch"] == [1, 2]
