@@ -17,5 +17,13 @@ class DataNotFoundError(FlatminError):
     """A dataset is not on disk and cannot be downloaded."""
 
 
+class DataFormatError(FlatminError):
+    """A dataset's files are on disk but do not hold what the dataset config describes."""
+
+
+class ModelNotFoundError(FlatminError):
+    """Pretrained weights or a tokenizer are neither on disk nor downloadable."""
+
+
 class CheckpointError(FlatminError):
     """A checkpoint is missing, unreadable or does not fit the run."""

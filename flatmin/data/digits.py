@@ -3,6 +3,7 @@
 The default dataset: it needs no download, so ``python train.py`` runs on any machine. The split
 is fixed and stratified (by default 60/20/20 with split seed 0, independent of the run's seed),
 pixels are scaled to [0, 1] and standardised with the training split's mean and std.
+``label_noise`` (the ``dataset.label_noise`` config) flips training labels only.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
+from flatmin.data.label_noise import apply_label_noise
 from flatmin.data.splits import DataSplits
 
 
-def build_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> DataSplits:
+def build_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
+                 label_noise: DictConfig | None = None) -> DataSplits:
     """Load the digits and split them stratified into train/val/test, as (N, 1, 8, 8) floats."""
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
@@ -28,8 +32,10 @@ def build_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_se
                                   stratify=labels[train_val], random_state=split_seed)
     mean, std = images[train].mean(), images[train].std()
 
-    def subset(index: np.ndarray) -> TensorDataset:
+    def subset(index: np.ndarray, targets: np.ndarray) -> TensorDataset:
         x = torch.from_numpy((images[index] - mean) / std).unsqueeze(1)
-        return TensorDataset(x, torch.from_numpy(labels[index]))
+        return TensorDataset(x, torch.from_numpy(targets))
 
-    return DataSplits(train=subset(train), val=subset(val), test=subset(test), num_classes=10)
+    train_labels, record = apply_label_noise(labels[train], 10, label_noise, "digits")
+    return DataSplits(train=subset(train, train_labels), val=subset(val, labels[val]),
+                      test=subset(test, labels[test]), num_classes=10, label_noise=record)

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from flatmin.data.label_noise import NoisyLabels
+
 
 @dataclass
 class DataSplits:
-    """The train/val/test splits of one dataset. ``val`` is None when the protocol has none."""
+    """The splits of one dataset.
+
+    ``val`` is None when the protocol has none; ``test`` is None when its labels are hidden (GLUE).
+    ``extra_val`` holds further evaluation splits by metric prefix (MNLI's ``val_mismatched``),
+    ``collate`` batches samples that the default collation cannot (tokenised text), and
+    ``label_noise`` records the training labels that label noise flipped.
+    """
 
     train: Dataset
     val: Dataset | None
-    test: Dataset
+    test: Dataset | None
     num_classes: int
+    extra_val: dict[str, Dataset] = field(default_factory=dict)
+    collate: Callable[[list[Any]], Any] | None = None
+    label_noise: NoisyLabels | None = None
 
 
 @dataclass
 class Loaders:
     train: DataLoader
     val: DataLoader | None
-    test: DataLoader
+    test: DataLoader | None
+    extra_val: dict[str, DataLoader] = field(default_factory=dict)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -53,14 +65,16 @@ def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num
                   seed: int, pin_memory: bool = False) -> Loaders:
     """Wrap the splits in DataLoaders: shuffled, full batches for training; in order for eval."""
 
-    def eval_loader(dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=eval_batch_size, shuffle=False,
+    def eval_loader(dataset: Dataset | None) -> DataLoader | None:
+        if dataset is None:
+            return None
+        return DataLoader(dataset, batch_size=eval_batch_size, shuffle=False, collate_fn=splits.collate,
                           num_workers=num_workers, pin_memory=pin_memory,
                           persistent_workers=num_workers > 0)
 
     train = DataLoader(splits.train, batch_size=batch_size,
-                       sampler=EpochShuffleSampler(len(splits.train), seed),
+                       sampler=EpochShuffleSampler(len(splits.train), seed), collate_fn=splits.collate,
                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
                        persistent_workers=num_workers > 0)
-    val = eval_loader(splits.val) if splits.val is not None else None
-    return Loaders(train=train, val=val, test=eval_loader(splits.test))
+    return Loaders(train=train, val=eval_loader(splits.val), test=eval_loader(splits.test),
+                   extra_val={prefix: eval_loader(dataset) for prefix, dataset in splits.extra_val.items()})

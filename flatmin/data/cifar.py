@@ -1,0 +1,66 @@
+"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009) in torchvision's format, with torchvision's downloader.
+
+Files: ``<data_dir>/cifar-10-batches-py/`` (``data_batch_1`` … ``data_batch_5``, ``test_batch``,
+``batches.meta``) and ``<data_dir>/cifar-100-python/`` (``train``, ``test``, ``meta``): the
+extracted ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``.
+
+torchvision's readers check the md5 sum of every batch file before reading. flatmin's subclasses
+check that the files exist instead, so the same reader also opens files written in the same
+pickled format by other tools (and by the tests); the downloaded archive's md5 is still checked.
+With ``dataset.download=true`` a missing dataset is fetched by torchvision's downloader; without
+network that fails and the run stops with one sentence saying where to put the files.
+
+Splits: the official 50,000/10,000 train/test, with ``split.val_fraction`` (default 10%) of the
+training images held out for validation, chosen with ``split.seed``.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from flatmin.data.files import DatasetFiles, ensure_present
+from flatmin.data.images import ImageSet, Samples, assemble
+from flatmin.data.splits import DataSplits
+from flatmin.data.transforms import cifar_transforms
+
+
+class CIFAR10Files(CIFAR10):
+    """torchvision's CIFAR-10 reader with an existence check in place of the per-file md5 check."""
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class CIFAR100Files(CIFAR100):
+    """torchvision's CIFAR-100 reader with an existence check in place of the per-file md5 check."""
+
+    train_list = [[name, None] for name, _ in CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in CIFAR100.test_list]
+    meta = {**CIFAR100.meta, "md5": None}
+
+
+READERS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10Files, "cifar100": CIFAR100Files}
+TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def cifar_files(name: str) -> DatasetFiles:
+    """The batch files of ``cifar10`` or ``cifar100`` under ``paths.data_dir``."""
+    reader = READERS[name]
+    names = [file for file, _ in reader.train_list + reader.test_list] + [reader.meta["filename"]]
+    return DatasetFiles(title=TITLES[name], folder=reader.base_folder, required=tuple(names),
+                        what=", ".join(names),
+                        source=f"extract {reader.filename} from https://www.cs.toronto.edu/~kriz/cifar.html, "
+                               "or run once with network and dataset.download=true")
+
+
+def build_cifar(cfg: DictConfig) -> DataSplits:
+    """CIFAR-10/100 splits with the SAM-paper augmentation (``dataset.augment``) and label noise."""
+    reader = READERS[cfg.name]
+    ensure_present(cifar_files(cfg.name), cfg.data_dir,
+                   (lambda: reader(cfg.data_dir, train=True, download=True)) if cfg.download else None)
+    train, test = reader(cfg.data_dir, train=True), reader(cfg.data_dir, train=False)
+    images = ImageSet(classes=train.classes, train=Samples.all_of(train, train.targets), val=None,
+                      test=Samples.all_of(test, test.targets))
+    return assemble(images, cfg, *cifar_transforms(cfg))

@@ -1,0 +1,79 @@
+"""CIFAR-10/100 through torchvision's reader on pickled batches written in the real format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flatmin.data import build_dataset
+from flatmin.data.transforms import Cutout
+from tests.conftest import make_config
+from tests.data.writers import write_cifar10, write_cifar100
+
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
+STD = torch.tensor([0.2470, 0.2435, 0.2616])[:, None, None]
+
+
+def cifar(tmp_path: Path, name: str, *overrides: str):
+    cfg = make_config(tmp_path / "run", f"dataset={name}", f"paths.data_dir={tmp_path}", "dataset.download=false",
+                      *overrides)
+    return build_dataset(cfg.dataset)
+
+
+def pixel_index(image: torch.Tensor) -> int:
+    """The writer fills image i with the value i % 256: undo the normalisation to read it back."""
+    return round(float((image * STD + MEAN)[0].mean()) * 255)
+
+
+def test_cifar10_reads_the_batches_with_a_seeded_ten_percent_hold_out(tmp_path: Path):
+    write_cifar10(tmp_path, per_batch=20, test=30)
+    splits = cifar(tmp_path, "cifar10", "dataset.augment.crop_flip=false")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (90, 10, 30)
+    assert splits.num_classes == 10
+    train, val = splits.train.samples.indices, splits.val.samples.indices
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(100))
+    for dataset in (splits.train, splits.val, splits.test):
+        for position in range(len(dataset)):
+            image, label = dataset[position]
+            assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+            offset = 100 if dataset is splits.test else 0
+            index = pixel_index(image) - offset
+            assert label == index % 10, "each image keeps its own label"
+    again = cifar(tmp_path, "cifar10")
+    other_seed = cifar(tmp_path, "cifar10", "dataset.split.seed=1")
+    assert np.array_equal(again.val.samples.indices, val)
+    assert not np.array_equal(other_seed.val.samples.indices, val)
+
+
+def test_cifar100_reads_fine_labels_and_can_skip_the_hold_out(tmp_path: Path):
+    write_cifar100(tmp_path, train=200, test=100)
+    splits = cifar(tmp_path, "cifar100", "dataset.split.val_fraction=0")
+    assert splits.val is None and splits.num_classes == 100
+    assert (len(splits.train), len(splits.test)) == (200, 100)
+    assert np.bincount(splits.test.samples.labels, minlength=100).tolist() == [1] * 100
+    assert splits.train[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("augment", [["dataset.augment.cutout=16"], ["dataset.augment.policy=autoaugment"],
+                                     ["dataset.augment.policy=randaugment"]])
+def test_augmentation_options_give_normalised_32px_tensors(tmp_path: Path, augment: list[str]):
+    write_cifar10(tmp_path, per_batch=2, test=2)
+    splits = cifar(tmp_path, "cifar10", *augment)
+    image, _ = splits.train[0]
+    assert image.shape == (3, 32, 32)
+    evaluation, _ = splits.test[0]
+    assert torch.allclose(evaluation, (torch.full((3, 32, 32), 100 / 255) - MEAN) / STD, atol=1e-6)
+
+
+def test_cutout_zeroes_one_square_of_at_most_the_given_side():
+    torch.manual_seed(0)
+    for _ in range(20):
+        image = Cutout(16)(torch.ones(3, 32, 32))
+        rows, cols = torch.nonzero(image[0] == 0, as_tuple=True)
+        assert 0 < len(rows) <= 256
+        assert (image == 0).sum() == 3 * len(rows)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert height <= 16 and width <= 16 and height * width == len(rows)
