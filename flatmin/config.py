@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from flatmin.errors import ConfigError
+from flatmin.data.metrics import METRICS
 
 _MISSING = object()
 
@@ -58,6 +60,12 @@ def one_of(*choices: str) -> Callable[[Any], bool]:
     return lambda value: value in choices
 
 
+def list_of(*choices: str) -> Callable[[Any], bool]:
+    """A non-empty list (a ``ListConfig`` included) of some of ``choices``."""
+    return lambda value: (isinstance(value, (list, tuple, ListConfig)) and len(value) > 0
+                          and all(item in choices for item in value))
+
+
 def device_name(value: Any) -> bool:
     return isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:"))
 
@@ -84,6 +92,15 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset.batch_size", positive_int, "a positive integer"),
     Rule("dataset.eval_batch_size", positive_int, "a positive integer"),
     Rule("dataset.num_workers", non_negative_int, "a non-negative integer"),
+    Rule("dataset.task", one_of("classification", "regression"), "classification or regression"),
+    Rule("dataset.metrics", list_of(*METRICS), f"a non-empty list of {', '.join(METRICS)}"),
+    Rule("dataset.split.val_fraction", fraction, "a number in [0, 1)"),
+    Rule("dataset.label_noise.rate", fraction, "a number in [0, 1)"),
+    Rule("dataset.label_noise.mode", one_of("symmetric", "asymmetric"), "symmetric or asymmetric"),
+    Rule("dataset.augment.policy", optional(one_of("autoaugment", "randaugment")),
+         "null, autoaugment or randaugment"),
+    Rule("dataset.augment.cutout", non_negative_int, "a non-negative integer (pixels)"),
+    Rule("dataset.max_length", positive_int, "a positive integer"),
     Rule("trainer.epochs", positive_int, "a positive integer"),
     Rule("trainer.device", device_name, "auto, cpu, cuda or cuda:N"),
     Rule("trainer.precision", one_of("auto", "bf16", "fp16", "fp32"), "one of auto, bf16, fp16, fp32"),
@@ -111,8 +128,16 @@ def validate(cfg: DictConfig) -> None:
     """Check every value of ``cfg`` that ``RULES`` knows; raise ``ConfigError`` on the first bad one.
 
     The message is one sentence: the key, what it must be, and the value it got. Interpolations
-    are resolved first, so ``${...}`` values are checked as the run will see them.
+    are resolved first, so ``${...}`` values are checked as the run will see them; one that does
+    not resolve (``dataset=glue/sst2`` with an image model: no ``model.name_or_path`` for the
+    tokenizer) is reported the same way.
     """
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        reason = str(error).splitlines()[0].rstrip(".")
+        raise ConfigError(f"{error.full_key} could not be resolved ({reason}); choose config options that fit "
+                          "together (e.g. model=bert for the GLUE datasets).") from error
     for rule in RULES:
         try:
             value = _lookup(cfg, rule.key)

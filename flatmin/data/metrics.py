@@ -1,0 +1,83 @@
+"""What a dataset asks the model to predict and how predictions are scored, computed locally.
+
+A :class:`Task` is built from the dataset config (``dataset.task``, ``dataset.metrics``):
+classification (argmax of the logits, cross-entropy) or regression (one output, mean squared
+error: STS-B). The metrics are the GLUE paper's (Wang et al., ICLR 2019), computed with
+scikit-learn and scipy on the predictions gathered over a split, never fetched at run time:
+
+========== ==========================================================
+accuracy   fraction of correct predictions
+f1         F1 of the positive class (MRPC, QQP)
+mcc        Matthews correlation coefficient (CoLA)
+pearson    Pearson correlation of predictions and targets (STS-B)
+spearman   Spearman rank correlation (STS-B)
+========== ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import f1_score, matthews_corrcoef
+from torch import Tensor, nn
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda predictions, targets: float(np.mean(predictions == targets)),
+    "f1": lambda predictions, targets: float(f1_score(targets, predictions, zero_division=0.0)),
+    "mcc": lambda predictions, targets: float(matthews_corrcoef(targets, predictions)),
+    "pearson": lambda predictions, targets: float(pearsonr(predictions, targets).statistic),
+    "spearman": lambda predictions, targets: float(spearmanr(predictions, targets).statistic),
+}
+
+
+def squeezed_mse(outputs: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Mean squared error of a single-output model's (N, 1) outputs against (N,) targets."""
+    return F.mse_loss(outputs.squeeze(-1), targets, reduction=reduction)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Classification (``regression=False``) or single-output regression, scored by ``metrics``."""
+
+    regression: bool
+    metrics: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "Task":
+        """The task of the ``dataset`` config: ``task`` (classification | regression) and ``metrics``."""
+        return cls(regression=cfg.task == "regression", metrics=tuple(cfg.metrics))
+
+    def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
+        """The training loss (label smoothing applies to classification only)."""
+        if self.regression:
+            return squeezed_mse
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def summed_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The evaluation loss summed over the batch, in fp32 and without label smoothing."""
+        loss = squeezed_mse if self.regression else F.cross_entropy
+        return loss(outputs.float(), targets, reduction="sum")
+
+    def count_correct(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Correct predictions in a batch, as a tensor (no host sync); 0 for regression."""
+        if self.regression:
+            return outputs.new_zeros((), dtype=torch.long)
+        return (outputs.argmax(1) == targets).sum()
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        """Predicted classes, or predicted values for regression."""
+        return outputs.float().squeeze(-1) if self.regression else outputs.argmax(1)
+
+    def score(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """Every metric of the task on a whole split's predictions and targets."""
+        return {name: METRICS[name](predictions, targets) for name in self.metrics}
+
+
+#: The task of every image dataset: classes scored by accuracy.
+CLASSIFICATION = Task(regression=False, metrics=("accuracy",))
