@@ -38,39 +38,44 @@ from flatmin.pretrained import load_pretrained
 
 
 def glue_files(cfg: DictConfig) -> DatasetFiles:
-    """The local files of the task ``cfg.task_name``: one parquet (or TSV) set per split it uses."""
+    """The local files of the task ``cfg.task_name`` (for the missing-data sentence)."""
     splits = ["train", *cfg.eval_splits.values()]
     return DatasetFiles(
         title=f"GLUE {cfg.task_name}", folder=f"glue/{cfg.task_name}",
-        required=tuple(f"{split}[-.]*" for split in splits),
+        required=tuple(f"{split}-*.parquet" for split in splits),
         what=", ".join(f"{split}-*.parquet" for split in splits),
-        source=f"the {cfg.task_name}/ folder of the hub dataset {cfg.hub}, e.g. huggingface-cli download {cfg.hub} "
-               f"--repo-type dataset --include '{cfg.task_name}/*' --local-dir <data_dir>/glue; "
+        source=f"the {cfg.task_name}/ folder of the hub dataset {cfg.hub}, as huggingface-cli download {cfg.hub} "
+               f"--repo-type dataset --include '{cfg.task_name}/*' --local-dir <data_dir>/glue leaves it; "
                f"or <split>.tsv files with the same columns; or run once with network and dataset.download=true")
 
 
-def read_split(folder: Path, split: str) -> datasets.Dataset:
-    """One split from ``<split>-*.parquet`` / ``<split>.parquet``, else ``<split>.tsv``."""
+def split_files(folder: Path, split: str) -> list[Path]:
+    """The files of one split: ``<split>-*.parquet`` (the hub's shards) or ``<split>.parquet``, else ``<split>.tsv``."""
     parquet = sorted(folder.glob(f"{split}-*.parquet")) + sorted(folder.glob(f"{split}.parquet"))
-    if parquet:
-        return datasets.load_dataset("parquet", data_files=[str(path) for path in parquet], split="train")
-    return datasets.load_dataset("csv", data_files=str(folder / f"{split}.tsv"), delimiter="\t",
-                                 quoting=csv.QUOTE_NONE, split="train")
+    return parquet or sorted(folder.glob(f"{split}.tsv"))
+
+
+def read_split(paths: list[Path]) -> datasets.Dataset:
+    """One split from its parquet shards or its TSV file (header row, no quoting)."""
+    files = [str(path) for path in paths]
+    if paths[0].suffix == ".parquet":
+        return datasets.load_dataset("parquet", data_files=files, split="train")
+    return datasets.load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE, split="train")
 
 
 def read_glue(cfg: DictConfig) -> dict[str, datasets.Dataset]:
     """The raw train and evaluation splits of the task, from local files or else the hub."""
     files = glue_files(cfg)
-    names = ["train", *cfg.eval_splits.values()]
-    if files.present(cfg.data_dir):
-        return {name: read_split(files.root(cfg.data_dir), name) for name in names}
+    found = {name: split_files(files.root(cfg.data_dir), name) for name in ["train", *cfg.eval_splits.values()]}
+    if all(found.values()):
+        return {name: read_split(paths) for name, paths in found.items()}
     if not cfg.download:
         raise files.not_found(cfg.data_dir)
     try:
         hub = datasets.load_dataset(cfg.hub, cfg.task_name)
     except Exception as error:
         raise files.not_found(cfg.data_dir, download_failed=True) from error
-    return {name: hub[name] for name in names}
+    return {name: hub[name] for name in found}
 
 
 class Tokenise:

@@ -10,6 +10,7 @@ import torch
 
 from flatmin.data import build_dataset
 from flatmin.data.transforms import Cutout
+from flatmin.train import run
 from tests.conftest import make_config
 from tests.data.writers import write_cifar10, write_cifar100
 
@@ -77,3 +78,13 @@ def test_cutout_zeroes_one_square_of_at_most_the_given_side():
         assert (image == 0).sum() == 3 * len(rows)
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert height <= 16 and width <= 16 and height * width == len(rows)
+
+
+def test_a_run_trains_on_the_cifar_files_and_tests_the_best_model(cfg_factory, tmp_path: Path):
+    write_cifar10(tmp_path, per_batch=20, test=30)
+    cfg = cfg_factory("dataset=cifar10", f"paths.data_dir={tmp_path}", "dataset.download=false", "model=resnet18",
+                      "optimizer=sam", "trainer=debug", "dataset.batch_size=16", "dataset.num_workers=2")
+    summary = run(cfg)
+    assert summary["status"] == "completed" and summary["passes_per_step"] == 2.0
+    assert set(summary["best_val"]) >= {"val/loss", "val/accuracy", "train/loss", "train/accuracy"}
+    assert set(summary["test"]["best_val"]) == {"test/loss", "test/accuracy"}
