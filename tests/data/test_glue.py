@@ -89,6 +89,16 @@ def test_tsv_files_with_the_same_columns_are_read_too(tmp_path: Path, minilm_dir
     assert sorted(set(splits.train["label"])) == [0, 1]
 
 
+def test_label_noise_flips_training_labels_of_a_classification_task_only(tmp_path: Path, minilm_dir: Path):
+    write_glue(tmp_path, "mrpc", rows=24)
+    clean = build_dataset(glue_config(tmp_path, "mrpc", minilm_dir).dataset)
+    noisy = build_dataset(glue_config(tmp_path, "mrpc", minilm_dir, "dataset.label_noise.rate=0.5").dataset)
+    changed = [i for i, (a, b) in enumerate(zip(clean.train["label"], noisy.train["label"])) if a != b]
+    assert changed == noisy.label_noise.indices and len(changed) == 12
+    assert noisy.val["label"] == clean.val["label"]
+    assert noisy.train["input_ids"] == clean.train["input_ids"]
+
+
 def test_files_without_the_task_columns_are_one_sentence(tmp_path: Path, minilm_dir: Path):
     folder = write_glue(tmp_path, "qnli", rows=4)
     glue_frame("qnli", 4, 0).rename(columns={"question": "query"}).to_parquet(
