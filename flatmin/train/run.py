@@ -49,10 +49,11 @@ def hydra_context() -> dict[str, Any]:
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return {"name": None, "group": None, "choices": {}}
+        return {"name": None, "group": None, "choices": {}, "multirun": False}
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
     return {
+        "multirun": multirun,
         "name": f"{Path(hydra.sweep.dir).name}-{hydra.job.num}" if multirun else Path(hydra.runtime.output_dir).name,
         "group": Path(hydra.sweep.dir).name if multirun else None,
         "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
@@ -73,13 +74,17 @@ def open_loggers(cfg: DictConfig, run_dir: Path, config: dict[str, Any], checkpo
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train one job as configured and return its summary (also written to ``summary.json``)."""
-    validate(cfg)
+    """Train one job as configured and return its summary (also written to ``summary.json``).
+
+    Whatever stops the job (bad input included) is recorded as ``"status": "failed"`` in
+    ``summary.json`` before the exception propagates, so a sweep's failures stay visible.
+    """
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
     try:
+        validate(cfg)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
         return _train(cfg, run_dir, config)
     except BaseException as error:
         write_json({"status": "failed", "error": f"{type(error).__name__}: {error}"}, run_dir / "summary.json")
@@ -127,11 +132,17 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
 
 
 def main(cfg: DictConfig) -> float | None:
-    """``train.py``'s body: run, report bad input in one sentence (exit 2), return the objective."""
+    """``train.py``'s body: run, report bad input in one sentence (exit 2), return the objective.
+
+    In a sweep the error is raised instead of exiting, so Hydra marks this job failed and runs
+    the others (each failed job's ``summary.json`` says ``"status": "failed"``).
+    """
     try:
         summary = run(cfg)
     except FlatminError as error:
         print(f"flatmin: error: {error}", file=sys.stderr)
+        if hydra_context()["multirun"]:
+            raise
         raise SystemExit(2) from None
     best = summary.get("best_val") or {}
     return best.get(cfg.trainer.monitor)
