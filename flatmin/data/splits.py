@@ -31,11 +31,16 @@ class EpochShuffleSampler(Sampler[int]):
 
     Resuming at an epoch boundary therefore replays exactly the order an uninterrupted run
     would have seen; call :meth:`set_epoch` before iterating (as with ``DistributedSampler``).
+    With ``world_size`` replicas, replica ``rank`` takes every ``world_size``-th index of the
+    same permutation (the tail that does not divide evenly is dropped), so the replicas' batches
+    together form the batches of a single process with ``world_size`` times the batch size.
     """
 
-    def __init__(self, num_samples: int, seed: int) -> None:
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.num_samples = num_samples
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -43,15 +48,17 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        order = torch.randperm(self.num_samples, generator=generator)
+        return iter(order[:len(self) * self.world_size][self.rank::self.world_size].tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples // self.world_size
 
 
 def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num_workers: int,
-                  seed: int, pin_memory: bool = False) -> Loaders:
-    """Wrap the splits in DataLoaders: shuffled, full batches for training; in order for eval."""
+                  seed: int, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
+    """Wrap the splits in DataLoaders: shuffled, full batches for training (``batch_size`` per
+    replica, each replica its share); every replica evaluates whole splits, in order."""
 
     def eval_loader(dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=eval_batch_size, shuffle=False,
@@ -59,7 +66,7 @@ def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num
                           persistent_workers=num_workers > 0)
 
     train = DataLoader(splits.train, batch_size=batch_size,
-                       sampler=EpochShuffleSampler(len(splits.train), seed),
+                       sampler=EpochShuffleSampler(len(splits.train), seed, rank, world_size),
                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
                        persistent_workers=num_workers > 0)
     val = eval_loader(splits.val) if splits.val is not None else None

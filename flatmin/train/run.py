@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.config import validate
 from flatmin.data import build_dataset, build_loaders
@@ -22,6 +24,7 @@ from flatmin.errors import FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
 from flatmin.train.checkpoint import load_checkpoint, write_json
+from flatmin.train.distributed import Replica, init_replica, replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
 from flatmin.train.precision import resolve_device, resolve_precision
 from flatmin.train.schedulers import build_scheduler
@@ -80,50 +83,74 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ``summary.json`` before the exception propagates, so a sweep's failures stay visible.
     """
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    replica = init_replica(resolve_device(cfg.trainer.device).type)
+    if replica.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
         validate(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        return _train(cfg, run_dir, config)
+        if replica.is_main:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        return _train(cfg, run_dir, config, replica)
     except BaseException as error:
-        write_json({"status": "failed", "error": f"{type(error).__name__}: {error}"}, run_dir / "summary.json")
+        if replica.is_main:
+            write_json({"status": "failed", "error": f"{type(error).__name__}: {error}"}, run_dir / "summary.json")
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+def prepare_model(model: nn.Module, cfg: DictConfig, device: torch.device, replica: Replica) -> nn.Module:
+    """What the trainer runs forward: the model on its device (channels-last if asked), wrapped in
+    DDP across replicas and compiled with ``torch.compile`` when ``trainer.compile`` is set. The
+    optimizer holds the unwrapped model's parameters, which every wrapper shares."""
+    model = model.to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if replica.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.trainer.compile:
+        model = torch.compile(model, mode=cfg.trainer.compile_mode, backend=cfg.trainer.compile_backend)
+    return model
+
+
+def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Replica) -> dict[str, Any]:
     checkpoint_path = resume_checkpoint(cfg.trainer.resume, run_dir)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     checkpoint_dir = checkpoint_path.parent if checkpoint_path else None
-    if checkpoint_dir and checkpoint_dir.resolve() != run_dir.resolve() and (checkpoint_dir / "best.pt").is_file():
+    if replica.is_main and checkpoint_dir and checkpoint_dir.resolve() != run_dir.resolve() \
+            and (checkpoint_dir / "best.pt").is_file():
         shutil.copy2(checkpoint_dir / "best.pt", run_dir / "best.pt")
 
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    seed_everything(replica_seed(cfg.seed, replica.rank), cfg.trainer.deterministic)
     device = resolve_device(cfg.trainer.device)
+    if replica.distributed and device.type == "cuda":
+        device = torch.device("cuda", replica.local_rank)
+        torch.cuda.set_device(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     splits = build_dataset(cfg.dataset)
     loaders = build_loaders(splits, cfg.dataset.batch_size, cfg.dataset.eval_batch_size, cfg.dataset.num_workers,
-                            cfg.seed, pin_memory=device.type == "cuda")
-    model = build_model(cfg.model).to(device)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model)
+                            cfg.seed, pin_memory=device.type == "cuda", rank=replica.rank,
+                            world_size=replica.world_size)
+    module = build_model(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, module.to(device))
+    model = prepare_model(module, cfg, device, replica)
     scheduler = build_scheduler(cfg.scheduler, optimizer, optimizer_steps_per_epoch(len(loaders.train), cfg.trainer),
                                 cfg.trainer.epochs)
-    log.info("run dir %s | device %s | precision %s | %s on %s with %s", run_dir, device, precision,
-             type(model).__name__, cfg.dataset.name, cfg.optimizer.name)
+    log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
+             precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
+             replica.world_size)
 
-    loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir)
+    loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir) if replica.is_main else Loggers([])
     failed = True
     try:
         trainer = Trainer(cfg.trainer, model, optimizer, scheduler, loaders, device, precision, run_dir, loggers,
-                          config)
+                          config, replica)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
         summary = trainer.fit()
         summary["choices"] = hydra_context()["choices"]
-        write_json(summary, run_dir / "summary.json")
+        if replica.is_main:
+            write_json(summary, run_dir / "summary.json")
         loggers.summary(summary)
         failed = False
     finally:
