@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import flatmin.train
+from flatmin.train.distributed import share_run_dir_under_torchrun
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -12,4 +13,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    share_run_dir_under_torchrun()   # torchrun: one run directory for all ranks, written by rank 0
     main()

@@ -104,6 +104,8 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.epochs", positive_int, "a positive integer"),
     Rule("trainer.device", device_name, "auto, cpu, cuda or cuda:N"),
     Rule("trainer.precision", one_of("auto", "bf16", "fp16", "fp32"), "one of auto, bf16, fp16, fp32"),
+    Rule("trainer.compile_mode", one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+         "one of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
     Rule("trainer.accumulate_grad_batches", positive_int, "a positive integer"),
     Rule("trainer.grad_clip_norm", optional(positive), "null or a number > 0"),
     Rule("trainer.label_smoothing", fraction, "a number in [0, 1)"),

@@ -43,11 +43,16 @@ class EpochShuffleSampler(Sampler[int]):
 
     Resuming at an epoch boundary therefore replays exactly the order an uninterrupted run
     would have seen; call :meth:`set_epoch` before iterating (as with ``DistributedSampler``).
+    With ``world_size`` replicas, replica ``rank`` takes every ``world_size``-th index of the
+    same permutation (the tail that does not divide evenly is dropped), so the replicas' batches
+    together form the batches of a single process with ``world_size`` times the batch size.
     """
 
-    def __init__(self, num_samples: int, seed: int) -> None:
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.num_samples = num_samples
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -55,15 +60,17 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        order = torch.randperm(self.num_samples, generator=generator)
+        return iter(order[:len(self) * self.world_size][self.rank::self.world_size].tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples // self.world_size
 
 
 def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num_workers: int,
-                  seed: int, pin_memory: bool = False) -> Loaders:
-    """Wrap the splits in DataLoaders: shuffled, full batches for training; in order for eval."""
+                  seed: int, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
+    """Wrap the splits in DataLoaders: shuffled, full batches for training (``batch_size`` per
+    replica, each replica its share); every replica evaluates whole splits, in order."""
 
     def eval_loader(dataset: Dataset | None) -> DataLoader | None:
         if dataset is None:
@@ -73,7 +80,8 @@ def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num
                           persistent_workers=num_workers > 0)
 
     train = DataLoader(splits.train, batch_size=batch_size,
-                       sampler=EpochShuffleSampler(len(splits.train), seed), collate_fn=splits.collate,
+                       sampler=EpochShuffleSampler(len(splits.train), seed, rank, world_size),
+                       collate_fn=splits.collate,
                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
                        persistent_workers=num_workers > 0)
     return Loaders(train=train, val=eval_loader(splits.val), test=eval_loader(splits.test),

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.config import validate
 from flatmin.data import build_dataset, build_loaders
@@ -23,6 +25,7 @@ from flatmin.errors import FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
 from flatmin.train.checkpoint import load_checkpoint, write_json
+from flatmin.train.distributed import Replica, init_replica, replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
 from flatmin.data.metrics import Task
 from flatmin.train.precision import resolve_device, resolve_precision
@@ -51,10 +54,11 @@ def hydra_context() -> dict[str, Any]:
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return {"name": None, "group": None, "choices": {}}
+        return {"name": None, "group": None, "choices": {}, "multirun": False}
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
     return {
+        "multirun": multirun,
         "name": f"{Path(hydra.sweep.dir).name}-{hydra.job.num}" if multirun else Path(hydra.runtime.output_dir).name,
         "group": Path(hydra.sweep.dir).name if multirun else None,
         "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
@@ -75,54 +79,82 @@ def open_loggers(cfg: DictConfig, run_dir: Path, config: dict[str, Any], checkpo
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train one job as configured and return its summary (also written to ``summary.json``)."""
-    validate(cfg)
+    """Train one job as configured and return its summary (also written to ``summary.json``).
+
+    Whatever stops the job (bad input included) is recorded as ``"status": "failed"`` in
+    ``summary.json`` before the exception propagates, so a sweep's failures stay visible.
+    """
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    replica = init_replica(resolve_device(cfg.trainer.device).type)
+    if replica.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, run_dir, config)
+        validate(cfg)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if replica.is_main:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        return _train(cfg, run_dir, config, replica)
     except BaseException as error:
-        write_json({"status": "failed", "error": f"{type(error).__name__}: {error}"}, run_dir / "summary.json")
+        if replica.is_main:
+            write_json({"status": "failed", "error": f"{type(error).__name__}: {error}"}, run_dir / "summary.json")
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+def prepare_model(model: nn.Module, cfg: DictConfig, device: torch.device, replica: Replica) -> nn.Module:
+    """What the trainer runs forward: the model on its device (channels-last if asked), wrapped in
+    DDP across replicas and compiled with ``torch.compile`` when ``trainer.compile`` is set. The
+    optimizer holds the unwrapped model's parameters, which every wrapper shares."""
+    model = model.to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if replica.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.trainer.compile:
+        model = torch.compile(model, mode=cfg.trainer.compile_mode, backend=cfg.trainer.compile_backend)
+    return model
+
+
+def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Replica) -> dict[str, Any]:
     checkpoint_path = resume_checkpoint(cfg.trainer.resume, run_dir)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     checkpoint_dir = checkpoint_path.parent if checkpoint_path else None
-    if checkpoint_dir and checkpoint_dir.resolve() != run_dir.resolve() and (checkpoint_dir / "best.pt").is_file():
+    if replica.is_main and checkpoint_dir and checkpoint_dir.resolve() != run_dir.resolve() \
+            and (checkpoint_dir / "best.pt").is_file():
         shutil.copy2(checkpoint_dir / "best.pt", run_dir / "best.pt")
 
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    seed_everything(replica_seed(cfg.seed, replica.rank), cfg.trainer.deterministic)
     device = resolve_device(cfg.trainer.device)
+    if replica.distributed and device.type == "cuda":
+        device = torch.device("cuda", replica.local_rank)
+        torch.cuda.set_device(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     splits = build_dataset(cfg.dataset)
-    if splits.label_noise is not None:
+    if splits.label_noise is not None and replica.is_main:
         write_json(asdict(splits.label_noise), run_dir / "label_noise.json")
     loaders = build_loaders(splits, cfg.dataset.batch_size, cfg.dataset.eval_batch_size, cfg.dataset.num_workers,
-                            cfg.seed, pin_memory=device.type == "cuda")
-    model = build_model(cfg.model).to(device)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model)
+                            cfg.seed, pin_memory=device.type == "cuda", rank=replica.rank,
+                            world_size=replica.world_size)
+    module = build_model(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, module.to(device))
+    model = prepare_model(module, cfg, device, replica)
     scheduler = build_scheduler(cfg.scheduler, optimizer, optimizer_steps_per_epoch(len(loaders.train), cfg.trainer),
                                 cfg.trainer.epochs)
-    log.info("run dir %s | device %s | precision %s | %s on %s with %s", run_dir, device, precision,
-             type(model).__name__, cfg.dataset.name, cfg.optimizer.name)
+    log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
+             precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
+             replica.world_size)
 
-    loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir)
+    loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir) if replica.is_main else Loggers([])
     failed = True
     try:
         trainer = Trainer(cfg.trainer, model, optimizer, scheduler, loaders, device, precision, run_dir, loggers,
-                          config, Task.from_config(cfg.dataset))
+                          config, Task.from_config(cfg.dataset), replica)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
         summary = trainer.fit()
         summary["choices"] = hydra_context()["choices"]
-        write_json(summary, run_dir / "summary.json")
+        if replica.is_main:
+            write_json(summary, run_dir / "summary.json")
         loggers.summary(summary)
         failed = False
     finally:
@@ -131,11 +163,17 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
 
 
 def main(cfg: DictConfig) -> float | None:
-    """``train.py``'s body: run, report bad input in one sentence (exit 2), return the objective."""
+    """``train.py``'s body: run, report bad input in one sentence (exit 2), return the objective.
+
+    In a sweep the error is raised instead of exiting, so Hydra marks this job failed and runs
+    the others (each failed job's ``summary.json`` says ``"status": "failed"``).
+    """
     try:
         summary = run(cfg)
     except FlatminError as error:
         print(f"flatmin: error: {error}", file=sys.stderr)
+        if hydra_context()["multirun"]:
+            raise
         raise SystemExit(2) from None
     best = summary.get("best_val") or {}
     return best.get(cfg.trainer.monitor)

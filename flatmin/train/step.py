@@ -8,11 +8,15 @@ Around it this module enforces the rules the methods rely on:
 * fp16: each pass's gradients are unscaled and checked; an overflow anywhere skips the base step;
 * gradient accumulation: each micro-batch gets its own perturbation and its own ``G``; the base
   step uses the mean of the micro-batches' ``G`` (m-sharpness with m = the micro-batch size);
-* gradient clipping applies to that final ``G``, just before the base step.
+* gradient clipping applies to that final ``G``, just before the base step;
+* DDP: every pass runs under ``model.no_sync()``, so each replica perturbs with its own
+  gradient, and the final ``G`` is averaged across replicas by one all-reduce (with the fp16
+  overflow flag, so all replicas skip together).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, ContextManager
 
 import torch
@@ -21,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 from flatmin.optim import MultiPassOptimizer
+from flatmin.train.distributed import GradientAverager, is_ddp
 from flatmin.train.precision import LossScaler
 
 
@@ -62,6 +67,7 @@ class Stepper:
 
     ``accumulate`` micro-batches make one optimizer step; ``step`` returns True when a base step
     was taken or skipped for overflow (the scheduler then advances), False while accumulating.
+    A ``DistributedDataParallel`` model switches on the DDP rules above.
     """
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -81,6 +87,9 @@ class Stepper:
         self._micro_batch = 0
         self._group_size = accumulate
         self._accumulated: list[Tensor] | None = None
+        distributed = is_ddp(model)
+        self._passes_context = model.no_sync if distributed else contextlib.nullcontext
+        self._average = GradientAverager(torch.distributed.get_world_size()) if distributed else None
         if isinstance(optimizer, MultiPassOptimizer):
             optimizer.base_step_gate = self._gate
 
@@ -93,10 +102,11 @@ class Stepper:
         def closure() -> Tensor:
             self.batchnorm.begin_pass()
             self.model.zero_grad(set_to_none=True)
-            with self.autocast():
-                outputs = self.model(inputs)
-                loss = self.loss_fn(outputs, targets)
-            self.scaler.backward(loss, self.params)
+            with self._passes_context():
+                with self.autocast():
+                    outputs = self.model(inputs)
+                    loss = self.loss_fn(outputs, targets)
+                self.scaler.backward(loss, self.params)
             self.passes += 1
             first.setdefault("outputs", outputs.detach())
             return loss.detach()
@@ -120,9 +130,9 @@ class Stepper:
         return loss, first["outputs"], ended
 
     def _gate(self) -> bool:
-        """Between ``G`` in ``.grad`` and the base step: accumulate, skip on overflow, clip."""
+        """Between ``G`` in ``.grad`` and the base step: accumulate, average replicas, skip on overflow, clip."""
+        grads = [p.grad for p in self.params if p.grad is not None]
         if self._group_size > 1:
-            grads = [p.grad for p in self.params if p.grad is not None]
             if self._accumulated is None:
                 self._accumulated = [torch.zeros_like(g) for g in grads]
             torch._foreach_add_(self._accumulated, grads)
@@ -131,6 +141,8 @@ class Stepper:
             torch._foreach_mul_(self._accumulated, 1.0 / self._group_size)
             torch._foreach_copy_(grads, self._accumulated)
             torch._foreach_zero_(self._accumulated)
+        if self._average is not None:
+            self._average(grads, self.scaler.found_inf)
         if self.scaler.overflowed():
             return False
         if self.grad_clip_norm is not None:

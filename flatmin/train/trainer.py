@@ -32,6 +32,7 @@ from tqdm import tqdm
 from flatmin.data import Loaders
 from flatmin.errors import CheckpointError
 from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
+from flatmin.train.distributed import Replica, barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
 from flatmin.data.metrics import CLASSIFICATION, Task
 from flatmin.train.precision import LossScaler, autocast
@@ -57,9 +58,11 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
                  loaders: Loaders, device: torch.device, precision: str, run_dir: Path, loggers: Loggers,
-                 config: dict[str, Any], task: Task = CLASSIFICATION) -> None:
+                 config: dict[str, Any], task: Task = CLASSIFICATION, replica: Replica = Replica()) -> None:
         self.cfg = cfg
-        self.model = model
+        self.model = model                  # what runs forward (maybe compiled and/or DDP-wrapped)
+        self.module = unwrap(model)         # the user's module, for weights and checkpoints
+        self.replica = replica
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.loaders = loaders
@@ -98,10 +101,14 @@ class Trainer:
             log.info("epoch %d/%d %s", self.epoch, self.cfg.epochs, _format(record))
             if self._improved(record):
                 self.best = record
-                save_checkpoint({"epoch": self.epoch, "model": self.model.state_dict(), "record": record},
-                                self.run_dir / "best.pt")
+                if self.replica.is_main:
+                    save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
+                                    self.run_dir / "best.pt")
             self.elapsed_s = elapsed_before + time.perf_counter() - started
-            save_checkpoint(self.state_dict(), self.run_dir / "last.pt")
+            state = self.state_dict()       # on every replica: it gathers their random generators
+            if self.replica.is_main:
+                save_checkpoint(state, self.run_dir / "last.pt")
+        barrier(self.replica)               # best.pt is written before any replica reads it
         summary = self._summarise(self._test())
         summary["wall_time_s"] = elapsed_before + time.perf_counter() - started
         return summary
@@ -207,11 +214,11 @@ class Trainer:
         if self.loaders.test is None:
             return {}
         results = {"last": self.evaluate(self.loaders.test, "test")}
-        last_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        last_weights = {k: v.clone() for k, v in self.module.state_dict().items()}
         best = load_checkpoint(self.run_dir / "best.pt", required=("model",))
-        self.model.load_state_dict(best["model"])
+        self.module.load_state_dict(best["model"])
         results["best_val"] = self.evaluate(self.loaders.test, "test")
-        self.model.load_state_dict(last_weights)
+        self.module.load_state_dict(last_weights)
         return results
 
     def _summarise(self, test: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -240,11 +247,11 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "global_step": self.global_step,
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "stepper": self.stepper.state_dict(),
-            "rng": rng_state(),
+            "rng": gather_objects(rng_state(), self.replica),   # one entry per replica
             "trainer": {"best": self.best, "last_record": self.last_record, "samples_seen": self.samples_seen,
                         "train_time_s": self.train_time_s, "elapsed_s": self.elapsed_s,
                         "wandb_run_id": self.loggers.wandb_run_id},
@@ -254,7 +261,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
         """Continue from a checkpoint made by :meth:`state_dict`; a mismatch is a ``CheckpointError``."""
         try:
-            self.model.load_state_dict(state["model"])
+            self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as error:
             raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer "
@@ -266,7 +273,7 @@ class Trainer:
         self.best, self.last_record = trainer["best"], trainer["last_record"]
         self.samples_seen, self.train_time_s = trainer["samples_seen"], trainer["train_time_s"]
         self.elapsed_s = trainer["elapsed_s"]
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"][self.replica.rank % len(state["rng"])])
 
 
 def _format(record: dict[str, Any]) -> str:

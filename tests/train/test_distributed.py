@@ -1,0 +1,148 @@
+"""DDP on the CPU (gloo, 2 processes): the same numbers as one process, one all-reduce per step,
+and only rank 0 writes files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from flatmin.data import DataSplits, build_loaders
+from flatmin.optim import SAM
+from flatmin.train.precision import LossScaler
+from flatmin.train.step import Stepper
+from tests.conftest import ROOT
+
+CPU = torch.device("cpu")
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+
+
+def dataset() -> torch.utils.data.TensorDataset:
+    generator = torch.Generator().manual_seed(1)
+    return torch.utils.data.TensorDataset(torch.randn(96, 6, generator=generator, dtype=torch.float64),
+                                          torch.randint(0, 3, (96,), generator=generator))
+
+
+def stepper(model: nn.Module, optimizer, accumulate: int = 1) -> Stepper:
+    return Stepper(model, optimizer, nn.functional.cross_entropy, contextlib.nullcontext,
+                   LossScaler(CPU, enabled=False), accumulate)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sgd_epoch_worker(rank: int, world_size: int, port: int, out: Path) -> None:
+    """One epoch of SGD with the real sharded loader, batch 8 per replica."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    module = mlp()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    model = DistributedDataParallel(module)
+    data = dataset()
+    loaders = build_loaders(DataSplits(data, None, data, 3), 8, 8, 0, seed=3, rank=rank, world_size=world_size)
+    runner = stepper(model, optimizer)
+    for x, y in loaders.train:
+        runner.step(x, y)
+    if rank == 0:
+        torch.save([p.detach() for p in module.parameters()], out)
+    dist.destroy_process_group()
+
+
+def test_sgd_on_two_replicas_equals_one_process_with_twice_the_batch(tmp_path: Path):
+    mp.spawn(sgd_epoch_worker, args=(2, free_port(), tmp_path / "ddp.pt"), nprocs=2)
+    module = mlp()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    data = dataset()
+    loaders = build_loaders(DataSplits(data, None, data, 3), 16, 16, 0, seed=3)
+    runner = stepper(module, optimizer)
+    for x, y in loaders.train:
+        runner.step(x, y)
+    for p, q in zip(module.parameters(), torch.load(tmp_path / "ddp.pt")):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+
+
+def sam_worker(rank: int, world_size: int, port: int, out: Path) -> None:
+    """Three SAM steps, each replica on its own half of the batch; counts the all-reduces."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    calls = []
+    real_all_reduce = dist.all_reduce
+
+    def counting_all_reduce(*args, **kwargs):
+        calls.append(1)
+        return real_all_reduce(*args, **kwargs)
+
+    dist.all_reduce = counting_all_reduce
+    module = mlp()
+    optimizer = SAM(module.parameters(), torch.optim.SGD, rho=0.3, lr=0.1)
+    runner = stepper(DistributedDataParallel(module), optimizer)
+    x, y = dataset().tensors
+    perturbed = []
+    real_take_pass = optimizer.take_pass
+
+    def record_perturbed_point(closure):
+        loss = real_take_pass(closure)
+        perturbed.append(module[0].weight.detach().clone())
+        return loss
+
+    optimizer.take_pass = record_perturbed_point
+    for step in range(3):
+        rows = slice(16 * step, 16 * step + 16)
+        runner.step(x[rows][rank::2], y[rows][rank::2])
+    dist.all_reduce = real_all_reduce
+    points = [None, None]
+    dist.all_gather_object(points, perturbed[1])
+    torch.save({"params": [p.detach() for p in module.parameters()], "all_reduces": len(calls),
+                "points": points}, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sam_under_ddp_perturbs_per_replica_and_all_reduces_once_per_step(tmp_path: Path):
+    mp.spawn(sam_worker, args=(2, free_port(), tmp_path), nprocs=2)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["all_reduces"] for r in results] == [3, 3]
+    points = results[0]["points"]
+    assert not torch.equal(points[0], points[1])            # each replica ascended its own way
+    # Per-replica SAM averaged = one process accumulating the replicas' halves as micro-batches.
+    module = mlp()
+    runner = stepper(module, SAM(module.parameters(), torch.optim.SGD, rho=0.3, lr=0.1), accumulate=2)
+    x, y = dataset().tensors
+    for step in range(3):
+        rows = slice(16 * step, 16 * step + 16)
+        for rank in range(2):
+            runner.step(x[rows][rank::2], y[rows][rank::2])
+    for r in results:
+        for p, q in zip(module.parameters(), r["params"]):
+            assert torch.allclose(p, q, rtol=0, atol=1e-12)
+
+
+def test_torchrun_shares_one_run_dir_written_by_rank_zero(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                             "train.py", "trainer.epochs=1", "trainer.progress_bar=false", "optimizer=sam"],
+                            cwd=ROOT, env={**os.environ, "FLATMIN_LOG_DIR": str(tmp_path)}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["global_steps"] == 1078 // 2 // 64          # each replica takes half of every epoch
+    log = (run_dir / "train.log").read_text()
+    assert "replica 1 of 2" in log and "replica 2 of 2" not in log
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [".hydra", "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "summary.json", "train.log"])
+    assert len(torch.load(run_dir / "last.pt", weights_only=True)["rng"]) == 2   # every replica's generators

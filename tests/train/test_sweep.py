@@ -1,0 +1,61 @@
+"""Sweeps: a failing job does not stop the others; submitit and Optuna run for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, run_cli
+
+
+def job_dirs(log_dir: Path) -> list[Path]:
+    (sweep,) = (log_dir / "multiruns").iterdir()
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def status(job: Path) -> str:
+    return json.loads((job / "summary.json").read_text())["status"]
+
+
+def test_a_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path: Path):
+    result = run_cli("-m", "optimizer.lr=0.1,-1,0.05", "trainer.epochs=1", log_dir=tmp_path, check=False)
+    assert result.returncode != 0
+    jobs = job_dirs(tmp_path)
+    assert [status(job) for job in jobs] == ["completed", "failed", "completed"]
+    assert "2 of 3 jobs completed" in result.stderr
+    assert "#1 FAILED      optimizer.lr=-1 trainer.epochs=1" in result.stderr
+    assert "ConfigError: optimizer.lr must be a number > 0 (got -1)." in result.stderr
+
+
+def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path: Path):
+    run_cli("-m", "hydra/launcher=submitit_local", "optimizer=sgd,sam", "trainer.epochs=1", log_dir=tmp_path)
+    jobs = job_dirs(tmp_path)
+    assert [status(job) for job in jobs] == ["completed", "completed"]
+    assert {json.loads((job / "summary.json").read_text())["choices"]["optimizer"] for job in jobs} == {"sgd", "sam"}
+
+
+def test_optuna_sweep_runs_three_trials_into_an_sqlite_study(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    run_cli("-m", "sweep=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}",
+            "trainer.epochs=2", log_dir=tmp_path)
+    jobs = job_dirs(tmp_path)
+    assert len(jobs) == 3 and all(status(job) == "completed" for job in jobs)
+    study = optuna.load_study(study_name="flatmin-sgd-digits", storage=storage)
+    assert len(study.trials) == 3
+    best_val = max(json.loads((job / "summary.json").read_text())["best_val"]["val/accuracy"] for job in jobs)
+    assert study.best_value == best_val                  # the objective is the best validation accuracy
+    results = OmegaConf.load(jobs[0].parent / "optimization_results.yaml")
+    assert results.best_value == best_val
+
+
+def test_the_slurm_launcher_config_asks_one_task_per_gpu():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
