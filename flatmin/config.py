@@ -91,6 +91,7 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.eta", non_negative, "a number >= 0"),
     Rule("dataset.batch_size", positive_int, "a positive integer"),
     Rule("dataset.eval_batch_size", positive_int, "a positive integer"),
+    Rule("dataset.loader", one_of("auto", "gpu", "torch"), "one of auto, gpu, torch"),
     Rule("dataset.num_workers", non_negative_int, "a non-negative integer"),
     Rule("dataset.task", one_of("classification", "regression"), "classification or regression"),
     Rule("dataset.metrics", list_of(*METRICS), f"a non-empty list of {', '.join(METRICS)}"),

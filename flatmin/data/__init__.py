@@ -11,6 +11,9 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
+import torch
+
+from flatmin.data.device_loader import build_device_loaders
 from flatmin.data.digits import build_digits
 from flatmin.data.splits import DataSplits, EpochShuffleSampler, Loaders, build_loaders
 from flatmin.errors import ConfigError
@@ -41,4 +44,22 @@ def build_dataset(cfg: DictConfig) -> DataSplits:
     return DATASETS[cfg.name](cfg)
 
 
-__all__ = ["DATASETS", "FINETUNE_SETS", "GLUE_TASKS", "DataSplits", "EpochShuffleSampler", "Loaders", "build_dataset", "build_loaders"]
+def make_loaders(splits: DataSplits, cfg: DictConfig, device: torch.device, seed: int, rank: int = 0,
+                 world_size: int = 1) -> Loaders:
+    """The loaders ``dataset.loader`` asks for: ``gpu`` keeps the splits on ``device``
+    (:mod:`flatmin.data.device_loader`), ``torch`` uses DataLoaders, ``auto`` the first on CUDA
+    when the dataset offers it and the second otherwise."""
+    choice = cfg.get("loader", "torch")
+    if choice == "gpu" and splits.on_device is None:
+        raise ConfigError(f"dataset.loader=gpu is not available for {cfg.name} with this augmentation "
+                          "(only CIFAR without augment.policy, and digits, run on the device); "
+                          "use dataset.loader=torch or auto.")
+    if choice == "gpu" or (choice == "auto" and device.type == "cuda" and splits.on_device is not None):
+        return build_device_loaders(splits.on_device, cfg.batch_size, cfg.eval_batch_size, device, seed, rank,
+                                    world_size)
+    return build_loaders(splits, cfg.batch_size, cfg.eval_batch_size, cfg.num_workers, seed,
+                         pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
+
+
+__all__ = ["DATASETS", "FINETUNE_SETS", "GLUE_TASKS", "DataSplits", "EpochShuffleSampler", "Loaders", "build_dataset", "build_loaders",
+           "make_loaders"]

@@ -16,11 +16,14 @@ training images held out for validation, chosen with ``split.seed``.
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
+from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from flatmin.data.device_loader import Augmentation, DeviceData
 from flatmin.data.files import DatasetFiles, ensure_present
-from flatmin.data.images import ImageSet, Samples, assemble
+from flatmin.data.images import ImageSet, ImageSubset, Samples, assemble
 from flatmin.data.splits import DataSplits
 from flatmin.data.transforms import cifar_transforms
 
@@ -63,4 +66,17 @@ def build_cifar(cfg: DictConfig) -> DataSplits:
     train, test = reader(cfg.data_dir, train=True), reader(cfg.data_dir, train=False)
     images = ImageSet(classes=train.classes, train=Samples.all_of(train, train.targets), val=None,
                       test=Samples.all_of(test, test.targets))
-    return assemble(images, cfg, *cifar_transforms(cfg))
+    splits = assemble(images, cfg, *cifar_transforms(cfg))
+    if cfg.augment.policy is None:     # AutoAugment/RandAugment exist only as CPU (PIL) transforms
+        splits.on_device = DeviceData(
+            *(as_tensors(split) if split is not None else None for split in (splits.train, splits.val, splits.test)),
+            augmentation=Augmentation(crop_padding=4 if cfg.augment.crop_flip else 0, flip=cfg.augment.crop_flip,
+                                      cutout=cfg.augment.cutout),
+            mean=tuple(cfg.normalize.mean), std=tuple(cfg.normalize.std))
+    return splits
+
+
+def as_tensors(split: ImageSubset) -> tuple[Tensor, Tensor]:
+    """A split's raw images as one uint8 ``(N, 3, 32, 32)`` tensor, with its (possibly noisy) labels."""
+    images = split.samples.reader.data[split.samples.indices]
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(split.samples.labels)

@@ -3,8 +3,9 @@
 For CIFAR-sized data the CPU pipeline (decode → PIL transforms → collate → copy) is slower than
 a ResNet step on a modern GPU. Following airbench (Jordan, 2024), the split lives on the device
 as one uint8 tensor; every batch is gathered, augmented (padded random crop, horizontal flip,
-cutout), normalised and made channels-last there, with the shuffling order drawn on the device
-from a generator seeded by ``(seed, epoch)``.
+cutout) and normalised there (the trainer makes it channels-last), with the shuffling order drawn
+on the device from a generator seeded by ``(seed, epoch)``. ``dataset.loader`` chooses: ``auto``
+(this loader on CUDA when the dataset offers it), ``gpu`` or ``torch`` (the DataLoader path).
 
 The augmentations draw the same distributions as the CPU path (torchvision's
 ``RandomCrop(size, padding=p)`` with zero fill: offsets uniform over ``0..2p`` in each axis;
@@ -21,6 +22,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from flatmin.data.splits import Loaders
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,12 @@ class DeviceLoader:
     or already-normalised floats (``mean``/``std`` None). With ``train`` the order is shuffled per
     epoch (call :meth:`set_epoch`, as with a ``DistributedSampler``), ``augmentation`` applies and
     the last incomplete batch is dropped; otherwise the order is fixed and every sample is seen.
-    ``rank``/``world_size`` give each DDP replica its share of each batch.
+    ``rank``/``world_size`` give each DDP replica its share of the training split.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, device: torch.device, *, train: bool,
                  seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 augmentation: Augmentation = Augmentation(), channels_last: bool = False, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 augmentation: Augmentation = Augmentation(), rank: int = 0, world_size: int = 1) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -87,7 +89,6 @@ class DeviceLoader:
         self.seed = seed
         self.epoch = 0
         self.augmentation = augmentation if train else Augmentation()
-        self.channels_last = channels_last
         self.rank = rank
         self.world_size = world_size
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) if mean is not None else None
@@ -130,6 +131,35 @@ class DeviceLoader:
             images = (images - self.mean) / self.std
         if self.augmentation.cutout:
             images = cutout(images, self.augmentation.cutout, self.augment_generator)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return images
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A dataset's splits as ``(images, labels)`` tensors, for :class:`DeviceLoader`.
+
+    Offered by the small-image datasets whose whole training recipe runs on the device (CIFAR
+    without an AutoAugment/RandAugment policy, digits); ``mean``/``std`` None means the images are
+    already normalised floats.
+    """
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor] | None
+    test: tuple[Tensor, Tensor] | None
+    augmentation: Augmentation = Augmentation()
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+
+
+def build_device_loaders(data: DeviceData, batch_size: int, eval_batch_size: int, device: torch.device,
+                         seed: int, rank: int = 0, world_size: int = 1) -> Loaders:
+    """Device-resident loaders for every split of ``data`` (the training one sharded per replica)."""
+
+    def loader(split: tuple[Tensor, Tensor] | None, train: bool) -> DeviceLoader | None:
+        if split is None:
+            return None
+        return DeviceLoader(*split, batch_size if train else eval_batch_size, device, train=train, seed=seed,
+                            mean=data.mean, std=data.std, augmentation=data.augmentation,
+                            rank=rank if train else 0, world_size=world_size if train else 1)
+
+    return Loaders(train=loader(data.train, True), val=loader(data.val, False), test=loader(data.test, False))

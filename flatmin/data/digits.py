@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
+from flatmin.data.device_loader import DeviceData
 from flatmin.data.label_noise import apply_label_noise
 from flatmin.data.splits import DataSplits
 
@@ -37,5 +38,6 @@ def build_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_se
         return TensorDataset(x, torch.from_numpy(targets))
 
     train_labels, record = apply_label_noise(labels[train], 10, label_noise, "digits")
-    return DataSplits(train=subset(train, train_labels), val=subset(val, labels[val]),
-                      test=subset(test, labels[test]), num_classes=10, label_noise=record)
+    splits = [subset(train, train_labels), subset(val, labels[val]), subset(test, labels[test])]
+    return DataSplits(*splits, num_classes=10, label_noise=record,
+                      on_device=DeviceData(*(split.tensors for split in splits)))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flatmin.data.label_noise import NoisyLabels
+
+if TYPE_CHECKING:
+    from flatmin.data.device_loader import DeviceData
 
 
 @dataclass
@@ -17,8 +20,9 @@ class DataSplits:
 
     ``val`` is None when the protocol has none; ``test`` is None when its labels are hidden (GLUE).
     ``extra_val`` holds further evaluation splits by metric prefix (MNLI's ``val_mismatched``),
-    ``collate`` batches samples that the default collation cannot (tokenised text), and
-    ``label_noise`` records the training labels that label noise flipped.
+    ``collate`` batches samples that the default collation cannot (tokenised text),
+    ``label_noise`` records the training labels that label noise flipped, and ``on_device`` offers
+    the splits as tensors for the device-resident loader (small-image datasets).
     """
 
     train: Dataset
@@ -28,6 +32,7 @@ class DataSplits:
     extra_val: dict[str, Dataset] = field(default_factory=dict)
     collate: Callable[[list[Any]], Any] | None = None
     label_noise: NoisyLabels | None = None
+    on_device: DeviceData | None = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.config import validate
-from flatmin.data import build_dataset, build_loaders
+from flatmin.data import build_dataset, make_loaders
 from flatmin.errors import FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
@@ -131,9 +131,7 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
     splits = build_dataset(cfg.dataset)
     if splits.label_noise is not None and replica.is_main:
         write_json(asdict(splits.label_noise), run_dir / "label_noise.json")
-    loaders = build_loaders(splits, cfg.dataset.batch_size, cfg.dataset.eval_batch_size, cfg.dataset.num_workers,
-                            cfg.seed, pin_memory=device.type == "cuda", rank=replica.rank,
-                            world_size=replica.world_size)
+    loaders = make_loaders(splits, cfg.dataset, device, cfg.seed, replica.rank, replica.world_size)
     module = build_model(cfg.model)
     optimizer = build_optimizer(cfg.optimizer, module.to(device))
     model = prepare_model(module, cfg, device, replica)

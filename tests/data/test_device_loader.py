@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from scipy.stats import binomtest, chisquare, chi2_contingency
 from torchvision import transforms
 
+from flatmin.data import build_dataset, make_loaders
 from flatmin.data.device_loader import Augmentation, DeviceLoader, cutout, random_crop, random_flip
+from flatmin.errors import ConfigError
+from flatmin.train import run
+from tests.conftest import make_config
+from tests.data.writers import write_cifar10
 
 CPU = torch.device("cpu")
 PAD, SIZE = 4, 32
@@ -98,10 +104,45 @@ def test_replicas_split_each_epoch_between_them():
 def test_evaluation_order_is_fixed_and_complete_and_normalised():
     images = torch.full((10, 3, 2, 2), 255, dtype=torch.uint8)
     loader = DeviceLoader(images, torch.arange(10), 4, CPU, train=False, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0),
-                          augmentation=Augmentation(crop_padding=4, flip=True, cutout=2), channels_last=True)
+                          augmentation=Augmentation(crop_padding=4, flip=True, cutout=2))
     batches = list(loader)
     assert len(loader) == len(batches) == 3
     assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(10))
     x = batches[0][0]
-    assert x.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(x[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))    # no augmentation when evaluating
+
+
+def cifar_config(tmp_path, *overrides: str):
+    write_cifar10(tmp_path, per_batch=20, test=30)
+    return make_config(tmp_path / "run", "dataset=cifar10", f"paths.data_dir={tmp_path}", "dataset.download=false",
+                       "dataset.augment.cutout=8", *overrides)
+
+
+def test_cifar_on_the_device_holds_the_same_images_labels_and_normalisation(tmp_path):
+    cfg = cifar_config(tmp_path, "dataset.label_noise.rate=0.2", "dataset.loader=gpu", "dataset.num_workers=0")
+    splits = build_dataset(cfg.dataset)
+    on_device = make_loaders(splits, cfg.dataset, CPU, seed=0, rank=0, world_size=1)
+    assert isinstance(on_device.train, DeviceLoader) and isinstance(on_device.test, DeviceLoader)
+    cfg.dataset.loader = "torch"
+    in_workers = make_loaders(splits, cfg.dataset, CPU, seed=0)
+    for device_loader, torch_loader in ((on_device.val, in_workers.val), (on_device.test, in_workers.test)):
+        for (x, y), (x_cpu, y_cpu) in zip(device_loader, torch_loader):
+            assert torch.equal(y, y_cpu)
+            assert torch.allclose(x, x_cpu, atol=1e-6)
+    images, labels = splits.on_device.train
+    assert torch.equal(labels, torch.from_numpy(splits.train.samples.labels))      # the noisy labels
+    assert on_device.train.augmentation == Augmentation(crop_padding=4, flip=True, cutout=8)
+
+
+def test_auto_picks_the_device_loader_only_on_cuda_and_gpu_refuses_cpu_only_policies(tmp_path):
+    cfg = cifar_config(tmp_path, "dataset.loader=auto")
+    assert not isinstance(make_loaders(build_dataset(cfg.dataset), cfg.dataset, CPU, 0).train, DeviceLoader)
+    cfg = cifar_config(tmp_path, "dataset.loader=gpu", "dataset.augment.policy=autoaugment")
+    with pytest.raises(ConfigError, match="dataset.loader=gpu is not available for cifar10"):
+        make_loaders(build_dataset(cfg.dataset), cfg.dataset, CPU, 0)
+
+
+def test_a_digits_run_trains_from_the_device_resident_split(cfg_factory):
+    summary = run(cfg_factory("dataset.loader=gpu", "trainer.epochs=3"))
+    assert summary["global_steps"] == 3 * (1078 // 64)
+    assert summary["test"]["best_val"]["test/accuracy"] > 0.8
