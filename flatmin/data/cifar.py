@@ -16,6 +16,11 @@ training images held out for validation, chosen with ``split.seed``.
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
@@ -74,6 +79,31 @@ def build_cifar(cfg: DictConfig) -> DataSplits:
                                       cutout=cfg.augment.cutout),
             mean=tuple(cfg.normalize.mean), std=tuple(cfg.normalize.std))
     return splits
+
+
+def write_cifar10(data_dir: Path, train_images: np.ndarray, train_labels: Sequence[int], test_images: np.ndarray,
+                  test_labels: Sequence[int]) -> None:
+    """Write ``(N, 3072)`` uint8 rows (R, G, B planes of 32x32) and labels as CIFAR-10's pickled
+    batches under ``data_dir/cifar-10-batches-py/``: five training batches, ``test_batch`` and
+    ``batches.meta``, the files :class:`CIFAR10Files` reads (used by tests and the benchmark)."""
+    folder = Path(data_dir) / CIFAR10.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = [(f"data_batch_{i + 1}", rows) for i, rows in enumerate(np.array_split(np.arange(len(train_labels)), 5))]
+    for name, rows in batches:
+        _pickle(folder / name, {"batch_label": name, "data": train_images[rows],
+                                "labels": [int(train_labels[r]) for r in rows],
+                                "filenames": [f"image_{r}.png" for r in rows]})
+    _pickle(folder / "test_batch", {"batch_label": "test", "data": test_images,
+                                    "labels": [int(label) for label in test_labels],
+                                    "filenames": [f"test_{i}.png" for i in range(len(test_labels))]})
+    _pickle(folder / "batches.meta", {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                                      "horse", "ship", "truck"],
+                                      "num_cases_per_batch": len(batches[0][1]), "num_vis": 3072})
+
+
+def _pickle(path: Path, data: dict[str, Any]) -> None:
+    with open(path, "wb") as file:
+        pickle.dump(data, file, protocol=2)
 
 
 def as_tensors(split: ImageSubset) -> tuple[Tensor, Tensor]:

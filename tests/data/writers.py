@@ -18,6 +18,8 @@ import pandas as pd
 import scipy.io
 from PIL import Image
 
+from flatmin.data import cifar
+
 
 def write_image(path: Path, value: int = 0) -> Path:
     """An 8x8 RGB image filled with ``value`` (JPEG or PNG by suffix)."""
@@ -45,20 +47,11 @@ def cifar_pixels(count: int, offset: int = 0) -> np.ndarray:
 
 
 def write_cifar10(data_dir: Path, per_batch: int = 20, test: int = 30) -> None:
-    """``cifar-10-batches-py/``: five training batches, ``test_batch`` and ``batches.meta``; label i % 10."""
-    folder = Path(data_dir) / "cifar-10-batches-py"
-    for batch in range(5):
-        offset = batch * per_batch
-        _pickle(folder / f"data_batch_{batch + 1}",
-                {"batch_label": f"training batch {batch + 1} of 5", "data": cifar_pixels(per_batch, offset),
-                 "labels": [(offset + i) % 10 for i in range(per_batch)],
-                 "filenames": [f"image_{offset + i}.png" for i in range(per_batch)]})
-    _pickle(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "data": cifar_pixels(test, 100),
-                                    "labels": [i % 10 for i in range(test)],
-                                    "filenames": [f"test_{i}.png" for i in range(test)]})
-    _pickle(folder / "batches.meta", {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                                      "horse", "ship", "truck"],
-                                      "num_cases_per_batch": per_batch, "num_vis": 3072})
+    """``cifar-10-batches-py/`` with ``5 * per_batch`` training images (image i is all ``i % 256``, label
+    ``i % 10``) and ``test`` test images (all ``(100 + i) % 256``, label ``i % 10``)."""
+    train = 5 * per_batch
+    cifar.write_cifar10(data_dir, cifar_pixels(train), [i % 10 for i in range(train)], cifar_pixels(test, 100),
+                        [i % 10 for i in range(test)])
 
 
 def write_cifar100(data_dir: Path, train: int = 200, test: int = 100) -> None:
