@@ -21,6 +21,7 @@ from flatmin.data import build_dataset, build_loaders
 from flatmin.errors import FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
+from flatmin.sharpness import SharpnessOptions, measure_sharpness, select_parameters
 from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
 from flatmin.train.precision import resolve_device, resolve_precision
@@ -100,6 +101,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
     loaders = build_loaders(splits, cfg.dataset.batch_size, cfg.dataset.eval_batch_size, cfg.dataset.num_workers,
                             cfg.seed, pin_memory=device.type == "cuda")
     model = build_model(cfg.model).to(device)
+    if cfg.trainer.sharpness:
+        select_parameters(model, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -117,6 +120,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
         summary = trainer.fit()
+        if cfg.trainer.sharpness:
+            summary["sharpness"] = measure_sharpness(model, splits.train, SharpnessOptions.from_config(cfg), device)
         summary["choices"] = hydra_context()["choices"]
         write_json(summary, run_dir / "summary.json")
         loggers.summary(summary)
