@@ -30,7 +30,8 @@ from torch.nn.modules.conv import _ConvNd
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from flatmin.errors import ConfigError
-from flatmin.sharpness.hessian import LossFn, batch_hessian, hutchinson_trace, subset_hessian, to_device, top_eigenvalues
+from flatmin.sharpness.hessian import (LossFn, batch_hessian, hutchinson_trace, subset_hessian, to_device,
+                                       top_eigenvalues)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def corrupt_copy(run_dir: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(("arguments", "sentence"), [
     (lambda run_dir, tmp: [str(tmp / "nowhere")], "No run directory or checkpoint at"),
     (lambda run_dir, tmp: [str(corrupt_copy(run_dir, tmp))], "cannot be read ("),
-    (lambda run_dir, tmp: [str(run_dir), "--top-k", "0"], "trainer.sharpness_top_k must be a positive integer (got 0)."),
+    (lambda run_dir, tmp: [str(run_dir), "--top-k", "0"],
+     "trainer.sharpness_top_k must be a positive integer (got 0)."),
     (lambda run_dir, tmp: [str(run_dir), "--aggregate", "max"],
      "trainer.sharpness_aggregate must be one of batch_mean, subset (got 'max')."),
     (lambda run_dir, tmp: [str(run_dir), "--params", "nothing"], "selects no trainable parameter of SmallCNN"),

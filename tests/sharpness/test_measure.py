@@ -52,7 +52,8 @@ def test_a_measurement_changes_nothing_and_uses_eval_mode(trained_tiny):
 
     after = model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)  # weights and BN statistics
-    assert model.conv.weight.grad is None and torch.equal(model.head.weight.grad, torch.full_like(model.head.weight, 7.0))
+    assert model.conv.weight.grad is None
+    assert torch.equal(model.head.weight.grad, torch.full_like(model.head.weight, 7.0))
     assert all(module.training for module in model.modules())
     assert torch.equal(torch.get_rng_state(), rng)
     model.eval()
