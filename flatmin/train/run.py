@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
 
 from flatmin.config import validate
 from flatmin.data import build_dataset, build_loaders
@@ -121,7 +122,7 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
         summary = trainer.fit()
         if cfg.trainer.sharpness:
-            summary["sharpness"] = measure_sharpness(model, splits.train, SharpnessOptions.from_config(cfg), device)
+            summary["sharpness"] = measure_final_model(cfg, model, splits.train, device)
         summary["choices"] = hydra_context()["choices"]
         write_json(summary, run_dir / "summary.json")
         loggers.summary(summary)
@@ -129,6 +130,18 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
     finally:
         loggers.close(failed)
     return summary
+
+
+def measure_final_model(cfg: DictConfig, model: torch.nn.Module, train_split: Dataset,
+                        device: torch.device) -> dict[str, Any]:
+    """``trainer.sharpness``: the trained model's Hessian trace and top eigenvalues. A failure (say,
+    out of memory in the double backward) is logged and recorded instead of raised, so the run
+    keeps its summary; ``python -m flatmin.sharpness`` can measure the checkpoint later."""
+    try:
+        return measure_sharpness(model, train_split, SharpnessOptions.from_config(cfg), device)
+    except Exception as error:
+        log.exception("the sharpness measurement failed; the run's other results are kept")
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def main(cfg: DictConfig) -> float | None:

@@ -81,6 +81,17 @@ def test_bad_input_is_one_sentence_and_exit_status_2(measured_run: Path, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("flatmin.sharpness: error: ") and sentence in lines[0]
 
 
+def test_a_failed_measurement_keeps_the_runs_results(tmp_path: Path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(sys.modules["flatmin.train.run"], "measure_sharpness", out_of_memory)  # not run()
+    summary = run(make_config(tmp_path, "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.sharpness=true"))
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == written["status"] == "completed" and "test" in written
+    assert written["sharpness"] == {"error": "RuntimeError: CUDA out of memory"}
+
+
 def test_an_empty_selection_fails_before_training(tmp_path: Path):
     from flatmin.errors import ConfigError
 
