@@ -47,7 +47,7 @@ def test_an_unknown_format_is_refused(synthetic_runs: Path, capsys):
 
 
 def test_a_real_sweep_end_to_end(tmp_path: Path):
-    run_cli("-m", "optimizer=sgd,sam", "seed=0,1", "trainer.epochs=2", "trainer.limit_train_batches=4",
+    run_cli("-m", "optimizer=sgd,sam", "seed=0,1", "trainer.epochs=1", "trainer.limit_train_batches=2",
             "trainer.sharpness=true", "trainer.sharpness_samples=64", "trainer.sharpness_max_iter=3", log_dir=tmp_path)
     (sweep,) = (tmp_path / "multiruns").iterdir()
     out = tmp_path / "report"
