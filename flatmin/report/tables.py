@@ -15,11 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from flatmin.report.published import MODEL_NAMES, PAPER_TABLES, Heading, Metric, accuracy_percent
+from flatmin.report.published import FINAL_DEV_ACCURACY, MODEL_NAMES, PAPER_TABLES, Heading, Metric, accuracy_percent
 from flatmin.report.runs import Run
 from flatmin.report.stats import Summary, summarise
 
-GENERIC_METRIC = accuracy_percent("best_val")
+# The generic table's metric: the first of these that some run has (GLUE has no labelled test split).
+GENERIC_METRICS = (accuracy_percent("best_val"), FINAL_DEV_ACCURACY)
 # Metric names shown ×100, and the unit that says so.
 PERCENT_UNITS = {"accuracy": "%", "f1": "%", "mcc": "×100", "pearson": "×100", "spearman": "×100"}
 _ABSENT = object()
@@ -119,19 +120,20 @@ def selects(heading: Heading, facets: dict[str, Any]) -> bool:
 def lay_out(title: str, metric: Metric, rows: Sequence[Heading], columns: Sequence[Heading],
             groups: Sequence[Group], published: dict[tuple[str, str], float] | None = None,
             notes: tuple[str, ...] = (), corner: str = "") -> tuple[Table, list[Group]]:
-    """Place each group in the first row and column that select it; return the table and the groups
-    no cell selects. Lines and columns with nothing in them (no run, no published number) are left
-    out; the rest keep the layout's order, a row's extra lines (several groups in one cell) after it."""
+    """Place each group in every cell whose row and column select it (GLUE's columns are one task's
+    metrics); return the table and the groups no cell selects. Lines and columns with nothing in
+    them (no run, no published number) are left out; the rest keep the layout's order, a row's
+    extra lines (several groups in one cell) after it."""
     published = published or {}
     cells: dict[tuple[str, str], list[Group]] = defaultdict(list)
     unplaced = []
     for group in groups:
-        row = next((heading for heading in rows if selects(heading, group.facets)), None)
-        column = next((heading for heading in columns if selects(heading, group.facets)), None)
-        if row is None or column is None:
+        placed = [(row.label, column.label) for row in rows if selects(row, group.facets)
+                  for column in columns if selects(column, group.facets)]
+        for cell in placed:
+            cells[cell].append(group)
+        if not placed:
             unplaced.append(group)
-        else:
-            cells[(row.label, column.label)].append(group)
 
     metrics = {column.label: column.metric or metric for column in columns}
     entries = {cell: Entry(None, number) for cell, number in published.items()}
@@ -153,30 +155,36 @@ def lay_out(title: str, metric: Metric, rows: Sequence[Heading], columns: Sequen
 
 
 def generic_table(title: str, groups: Sequence[Group]) -> Table:
-    """Rows = method, columns = dataset, of :data:`GENERIC_METRIC`."""
+    """Rows = method, columns = dataset, of the first of :data:`GENERIC_METRICS` some run has;
+    ``title`` is followed by that metric's label."""
+    metric = next((metric for metric in GENERIC_METRICS
+                   if any(metric.read(run.summary) is not None for group in groups for run in group.runs)),
+                  GENERIC_METRICS[0])
     methods = sorted({str(group.facets["method"]) for group in groups})
     datasets = sorted({str(group.facets["dataset"]) for group in groups})
-    table, _ = lay_out(title, GENERIC_METRIC, [Heading(m, {"method": m}) for m in methods],
+    table, _ = lay_out(title + metric.label, metric, [Heading(m, {"method": m}) for m in methods],
                        [Heading(d, {"dataset": d}) for d in datasets], groups, corner="method")
     return table
 
 
 def detail_metrics(groups: Sequence[Group]) -> list[Metric]:
     """Every metric some run of ``groups`` has: test metrics of the final and best-validation
-    models, validation metrics of the best epoch, and the Hessian trace and λ_max."""
+    models, validation metrics (every validation split's) of the final and the best epoch, and the
+    Hessian trace and λ_max."""
     found: dict[tuple[str, ...], Metric] = {}
     for run in (run for group in groups for run in group.runs):
         for model, name in MODEL_NAMES.items():
             for key in (run.summary.get("test") or {}).get(model) or {}:
                 found.setdefault(("test", model, key), _scaled(f"{key}, {name}", ("test", model, key)))
-        for key in run.summary.get("best_val") or {}:
-            if key.startswith("val/"):
-                found.setdefault(("best_val", key), _scaled(f"{key}, best epoch", ("best_val", key)))
+        for record, name in (("final", "final epoch"), ("best_val", "best epoch")):
+            for key in run.summary.get(record) or {}:
+                if key.startswith("val"):
+                    found.setdefault((record, key), _scaled(f"{key}, {name}", (record, key)))
         for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max")):
             if key in (run.summary.get("sharpness") or {}):
                 found.setdefault(("sharpness", key), Metric(label, ("sharpness", key), digits=None))
-    order = {("test", "last"): 0, ("test", "best_val"): 1, ("best_val",): 2, ("sharpness",): 3}
-    return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 4)), m.path))
+    order = {("test", "last"): 0, ("test", "best_val"): 1, ("final",): 2, ("best_val",): 3, ("sharpness",): 4}
+    return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 5)), m.path))
 
 
 def _scaled(label: str, path: tuple[str, ...]) -> Metric:
@@ -213,8 +221,7 @@ def build_sections(runs: Iterable[Run]) -> list[Section]:
             outside &= {id(group) for group in unplaced}
         if outside:
             prefix = "Configurations outside the paper's layout: " if papers else ""
-            section.tables.append(generic_table(prefix + GENERIC_METRIC.label,
-                                                [group for group in section.groups if id(group) in outside]))
+            section.tables.append(generic_table(prefix, [group for group in section.groups if id(group) in outside]))
         section.tables.append(detail_table(section.groups))
         sections.append(section)
     return sections

@@ -62,9 +62,9 @@ def synthetic_runs(tmp_path_factory, base_config) -> Path:
     root = tmp_path_factory.mktemp("runs")
 
     def sam_run(name: str, seed: int, accuracy: float, method: str = "sam", dataset: str = "cifar10",
-                augment: str = "basic", model: str = "wrn28_10", rho: float | None = 0.05) -> None:
-        settings = {"seed": seed, "dataset.name": dataset, "dataset.augment": augment, "optimizer.name": method,
-                    "model._target_": f"nets.{model}"}
+                cutout: int = 0, model: str = "wrn28_10", rho: float | None = 0.05) -> None:
+        settings = {"seed": seed, "dataset.name": dataset, "dataset.augment.policy": None,
+                    "dataset.augment.cutout": cutout, "optimizer.name": method, "model._target_": f"nets.{model}"}
         if rho is not None:
             settings["optimizer.rho"] = rho
         epochs = [{"epoch": epoch, "train/loss": 1 / epoch, "val/accuracy": accuracy - 0.1 / epoch}
@@ -78,7 +78,7 @@ def synthetic_runs(tmp_path_factory, base_config) -> Path:
         sam_run(f"sam_rho_{seed}", seed, accuracy, rho=0.1)
     for seed, accuracy in enumerate((0.965, 0.967)):
         sam_run(f"sgd_{seed}", seed, accuracy, method="sgd", rho=None)
-    sam_run("c100_cutout", 0, 0.85, dataset="cifar100", augment="cutout")
+    sam_run("c100_cutout", 0, 0.85, dataset="cifar100", cutout=8)
     sam_run("wrn16", 0, 0.96, model="wrn16_8")
 
     digits = {"optimizer": "sgd", "dataset": "digits", "model": "small_cnn"}

@@ -61,7 +61,7 @@ def test_a_real_sweep_end_to_end(tmp_path: Path):
         assert f"| {method} | {sum(accuracies) / 2:.2f} ± " in result.stdout
         traces = [summaries[job]["sharpness"]["trace"] for job in jobs]
         row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {method} · digits · small_cnn"))
-        assert f"{sum(traces) / 2:.4g} ± " in row and row.count("(n=2)") == 8
+        assert f"{sum(traces) / 2:.4g} ± " in row and row.count("(n=2)") == 10
     assert "4 run directories under" in result.stdout and "4 completed, 0 failed, 0 unfinished." in result.stdout
     for name in ("report.md", "no_experiment_curves.png", "no_experiment_sharpness.png"):
         assert (out / name).stat().st_size > 0

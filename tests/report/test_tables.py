@@ -62,7 +62,8 @@ def test_the_detail_table_has_every_metric_including_sharpness(sections):
     assert (generic.rows, generic.columns) == (["sgd"], ["digits"])
     assert detail.columns == ["test/accuracy, final model (%)", "test/loss, final model",
                               "test/accuracy, best-validation model (%)", "test/loss, best-validation model",
-                              "val/accuracy, best epoch (%)", "val/loss, best epoch", "λ_max", "Hessian trace"]
+                              "val/accuracy, final epoch (%)", "val/accuracy, best epoch (%)", "val/loss, best epoch",
+                              "λ_max", "Hessian trace"]
     row = "sgd · digits · small_cnn"
     assert detail.entries[(row, "test/accuracy, final model (%)")].ours.mean == pytest.approx(96.0)
     trace = detail.entries[(row, "Hessian trace")].ours
@@ -96,3 +97,36 @@ def test_published_tables_cover_the_experiments_and_only_known_cells():
         assert all(row in rows and column in columns for row, column in table.published), table.title
     glue = next(table for table in PAPER_TABLES if table.experiment == "tracer_glue")
     assert len(glue.published) == 13 and glue.published[("AdamW (bert-base reference)", "MRPC F1")] == 89.47
+
+
+def glue_summary(accuracy: float, f1: float) -> dict:
+    """A completed GLUE run: no labelled test split, the dev set evaluated as val."""
+    final = {"val/accuracy": accuracy, "val/f1": f1, "val/loss": 0.4}
+    return {"status": "completed", "final": final, "best_val": final, "test": {}}
+
+
+def test_glue_tables_read_the_final_dev_metrics(tmp_path: Path, base_config):
+    for seed, (accuracy, f1) in enumerate(((0.85, 0.89), (0.86, 0.90))):
+        for experiment in ("nso_glue_mrpc", None):
+            write_run(tmp_path / f"{experiment}_{seed}", base_config, {"seed": seed},
+                      {"experiment": experiment, "optimizer": "adamw", "dataset": "glue/mrpc", "model": "bert"},
+                      glue_summary(accuracy, f1))
+    paper_section, plain_section = build_sections(find_runs([tmp_path]))
+    paper = paper_section.tables[0]
+    assert (paper.rows, paper.columns) == (["AdamW (bert-base reference)"], ["MRPC F1", "MRPC acc"])
+    f1 = paper.entries[("AdamW (bert-base reference)", "MRPC F1")]
+    assert (f1.ours.mean, f1.published) == (pytest.approx(89.5), 89.47)
+    assert paper.entries[("AdamW (bert-base reference)", "MRPC acc")].ours.mean == pytest.approx(85.5)
+    generic = plain_section.tables[0]
+    assert generic.title == "validation accuracy (%), final epoch"  # no test split: the dev set's
+    assert generic.entries[("adamw", "glue/mrpc")].ours.mean == pytest.approx(85.5)
+
+
+def test_asam_is_sam_with_adaptive_true(tmp_path: Path, base_config):
+    settings = {"optimizer.name": "sam", "optimizer.adaptive": True, "optimizer.rho": 2.0, "optimizer.eta": 0.0}
+    write_run(tmp_path / "asam", base_config, settings,
+              {"experiment": "sam_cifar_wrn16", "optimizer": "sam", "dataset": "cifar10", "model": "wrn16_8"},
+              completed(0.9745))
+    (section,) = build_sections(find_runs([tmp_path]))
+    entry = section.tables[0].entries[("ASAM (rho 2.0, eta 0)", "CIFAR-10")]
+    assert (entry.ours.mean, entry.published) == (pytest.approx(2.55), 2.55)
