@@ -19,7 +19,7 @@ import contextlib
 import re
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -83,16 +83,18 @@ def select_parameters(model: nn.Module, params: str = "all") -> list[tuple[str, 
     return selected
 
 
-def fixed_subset_batches(dataset: Dataset, samples: int, batch_size: int, seed: int) -> list[tuple[Any, Tensor]]:
+def fixed_subset_batches(dataset: Dataset, samples: int, batch_size: int, seed: int,
+                         collate_fn: Callable[[list], Any] | None = None) -> list[tuple[Any, Tensor]]:
     """``samples`` examples of ``dataset`` picked by ``seed`` (all of them if it is smaller), in
-    mini-batches on the CPU. Random transforms, if the dataset has any, draw from torch's generator
-    seeded with ``seed`` as well, so the batches are the same every time; the global generator is
-    left as it was."""
+    mini-batches on the CPU, put together by ``collate_fn`` (e.g. padding tokenised text; None: the
+    default). Random transforms, if the dataset has any, draw from torch's generator seeded with
+    ``seed`` as well, so the batches are the same every time; the global generator is left as it was."""
     count = min(samples, len(dataset))
     indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return list(DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=0))
+        return list(DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=0,
+                               collate_fn=collate_fn))
 
 
 @contextlib.contextmanager
@@ -113,9 +115,11 @@ def measurement_mode(model: nn.Module) -> Iterator[None]:
 
 
 def measure_sharpness(model: nn.Module, dataset: Dataset, options: SharpnessOptions, device: torch.device,
-                      loss_fn: LossFn = F.cross_entropy) -> dict[str, Any]:
-    """Hessian trace and top eigenvalues of ``loss_fn`` on a fixed subset of ``dataset`` (the
-    training split) under the protocol above; ``model`` must already be on ``device``.
+                      loss_fn: LossFn = F.cross_entropy,
+                      collate_fn: Callable[[list], Any] | None = None) -> dict[str, Any]:
+    """Hessian trace and top eigenvalues of ``loss_fn`` (the task's unsmoothed training loss) on a
+    fixed subset of ``dataset`` (the training split, batched by ``collate_fn``) under the protocol
+    above; ``model`` must already be on ``device``.
 
     Returns a JSON-ready dict: ``trace``, ``eigenvalues`` (largest first), ``lambda_max``, the
     options, the subset actually used (``samples``, ``batches``), the number of parameters the
@@ -123,7 +127,7 @@ def measure_sharpness(model: nn.Module, dataset: Dataset, options: SharpnessOpti
     """
     started = time.perf_counter()
     params = [p for _, p in select_parameters(model, options.params)]
-    batches = fixed_subset_batches(dataset, options.samples, options.batch_size, options.seed)
+    batches = fixed_subset_batches(dataset, options.samples, options.batch_size, options.seed, collate_fn)
     samples = sum(len(targets) for _, targets in batches)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     estimate = {"max_iter": options.max_iter, "tol": options.tol, "generator": generator}

@@ -73,8 +73,8 @@ def test_the_subset_is_fixed_by_the_seed_and_capped_by_the_dataset(trained_tiny)
     assert sum(len(targets) for _, targets in fixed_subset_batches(dataset, 10_000, 64, seed=0)) == len(dataset)
 
 
-class DictInputs(Dataset):
-    """Examples whose inputs are a mapping of tensors, as tokenised text is."""
+class Examples(Dataset):
+    """Raw examples that only a collate function turns into batches."""
 
     def __init__(self, features: Tensor, labels: Tensor) -> None:
         self.features, self.labels = features, labels
@@ -82,8 +82,13 @@ class DictInputs(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], Tensor]:
-        return {"features": self.features[index]}, self.labels[index]
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"features": self.features[index], "label": self.labels[index]}
+
+
+def to_mapping_batch(examples: list[dict[str, Tensor]]) -> tuple[dict[str, Tensor], Tensor]:
+    """Inputs as a mapping of tensors, as tokenised text is."""
+    return ({"features": torch.stack([e["features"] for e in examples])}, torch.stack([e["label"] for e in examples]))
 
 
 class DictModel(nn.Module):
@@ -95,8 +100,8 @@ class DictModel(nn.Module):
         return self.head(inputs["features"])
 
 
-def test_inputs_may_be_a_mapping_of_tensors():
+def test_a_collate_function_and_inputs_that_are_a_mapping_of_tensors():
     generator = torch.Generator().manual_seed(0)
-    dataset = DictInputs(torch.randn(40, 5, generator=generator), torch.randint(0, 3, (40,), generator=generator))
-    result = measure_sharpness(DictModel(), dataset, QUICK, CPU)
-    assert result["samples"] == 40 and result["trace"] > 0 and result["lambda_max"] > 0
+    dataset = Examples(torch.randn(40, 5, generator=generator), torch.randint(0, 3, (40,), generator=generator))
+    result = measure_sharpness(DictModel(), dataset, QUICK, CPU, collate_fn=to_mapping_batch)
+    assert (result["samples"], result["batches"]) == (40, 2) and result["trace"] > 0 and result["lambda_max"] > 0
