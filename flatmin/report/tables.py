@@ -86,14 +86,15 @@ def group_runs(runs: Iterable[Run]) -> dict[str | None, list[Group]]:
 
 
 def distinguishing(groups: Sequence[Group]) -> list[str]:
-    """The settings whose values are not the same in all ``groups`` (a missing key counts as a value)."""
-    keys = sorted({key for group in groups for key in group.runs[0].settings})
-    return [key for key in keys if len({repr(group.runs[0].settings.get(key, _ABSENT)) for group in groups}) > 1]
+    """The facets (settings and choices) whose values are not the same in all ``groups`` (a missing
+    key counts as a value): distinct groups always have at least one."""
+    keys = sorted({key for group in groups for key in group.facets})
+    return [key for key in keys if len({repr(group.facets.get(key, _ABSENT)) for group in groups}) > 1]
 
 
 def describe(group: Group, keys: Sequence[str]) -> str:
-    settings = group.runs[0].settings
-    return ", ".join(f"{key}={settings[key]}" if key in settings else f"no {key}" for key in keys)
+    facets = group.facets
+    return ", ".join(f"{key}={facets[key]}" if key in facets else f"no {key}" for key in keys)
 
 
 def _label(groups: list[Group]) -> None:
@@ -160,10 +161,10 @@ def generic_table(title: str, groups: Sequence[Group]) -> Table:
     metric = next((metric for metric in GENERIC_METRICS
                    if any(metric.read(run.summary) is not None for group in groups for run in group.runs)),
                   GENERIC_METRICS[0])
-    methods = sorted({str(group.facets["method"]) for group in groups})
-    datasets = sorted({str(group.facets["dataset"]) for group in groups})
-    table, _ = lay_out(title + metric.label, metric, [Heading(m, {"method": m}) for m in methods],
-                       [Heading(d, {"dataset": d}) for d in datasets], groups, corner="method")
+    methods = sorted({group.facets["method"] for group in groups}, key=str)
+    datasets = sorted({group.facets["dataset"] for group in groups}, key=str)
+    table, _ = lay_out(title + metric.label, metric, [Heading(str(m), {"method": m}) for m in methods],
+                       [Heading(str(d), {"dataset": d}) for d in datasets], groups, corner="method")
     return table
 
 

@@ -130,3 +130,14 @@ def test_asam_is_sam_with_adaptive_true(tmp_path: Path, base_config):
     (section,) = build_sections(find_runs([tmp_path]))
     entry = section.tables[0].entries[("ASAM (rho 2.0, eta 0)", "CIFAR-10")]
     assert (entry.ours.mean, entry.published) == (pytest.approx(2.55), 2.55)
+
+
+def test_groups_told_apart_only_by_their_choices_keep_separate_lines(tmp_path: Path, base_config):
+    for choice in ("sam", "sam_variant"):  # two config options that resolve to the same values
+        write_run(tmp_path / choice, base_config, {}, {"optimizer": "sam", "dataset": "digits", "model": choice},
+                  completed(0.9 if choice == "sam" else 0.8))
+    (section,) = build_sections(find_runs([tmp_path]))
+    generic, detail = section.tables
+    assert detail.rows == ["sam · digits · sam", "sam · digits · sam_variant"]
+    assert generic.rows == ["sam · model=sam", "sam · model=sam_variant"]
+    assert [generic.entries[(row, "digits")].ours.mean for row in generic.rows] == [pytest.approx(90), pytest.approx(80)]
