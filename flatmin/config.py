@@ -10,6 +10,7 @@ skipped, so one table serves every combination of config groups.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,10 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def boolean(value: Any) -> bool:
+    return isinstance(value, bool)
 
 
 def positive(value: Any) -> bool:
@@ -68,6 +73,17 @@ def list_of(*choices: str) -> Callable[[Any], bool]:
 
 def device_name(value: Any) -> bool:
     return isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:"))
+
+
+def parameter_selection(value: Any) -> bool:
+    """``all``, ``conv_and_head`` or a regular expression (flatmin.sharpness.select_parameters)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        re.compile(value)
+    except re.error:
+        return False
+    return True
 
 
 def resume_target(value: Any) -> bool:
@@ -114,6 +130,16 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.limit_train_batches", optional(positive_int), "null or a positive integer"),
     Rule("trainer.limit_eval_batches", optional(positive_int), "null or a positive integer"),
     Rule("trainer.resume", resume_target, "null, auto, or the path of an existing checkpoint or run directory"),
+    Rule("trainer.sharpness", boolean, "true or false"),
+    Rule("trainer.sharpness_samples", positive_int, "a positive integer"),
+    Rule("trainer.sharpness_batch_size", optional(positive_int), "null or a positive integer"),
+    Rule("trainer.sharpness_top_k", positive_int, "a positive integer"),
+    Rule("trainer.sharpness_max_iter", positive_int, "a positive integer"),
+    Rule("trainer.sharpness_tol", non_negative, "a number >= 0"),
+    Rule("trainer.sharpness_params", parameter_selection,
+         "all, conv_and_head or a regular expression on parameter names"),
+    Rule("trainer.sharpness_aggregate", one_of("batch_mean", "subset"), "one of batch_mean, subset"),
+    Rule("trainer.sharpness_seed", non_negative_int, "a non-negative integer"),
     Rule("scheduler.name", one_of("cosine", "step", "constant"), "one of cosine, step, constant"),
     Rule("scheduler.warmup_epochs", non_negative, "a number >= 0"),
     Rule("scheduler.min_lr_factor", fraction, "a number in [0, 1)"),
@@ -127,8 +153,9 @@ def _lookup(cfg: DictConfig, key: str) -> Any:
     return value
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every value of ``cfg`` that ``RULES`` knows; raise ``ConfigError`` on the first bad one.
+def validate(cfg: DictConfig, prefix: str = "") -> None:
+    """Check every value of ``cfg`` that ``RULES`` knows (only the keys starting with ``prefix``,
+    when given); raise ``ConfigError`` on the first bad one.
 
     The message is one sentence: the key, what it must be, and the value it got. Interpolations
     are resolved first, so ``${...}`` values are checked as the run will see them; one that does
@@ -141,7 +168,7 @@ def validate(cfg: DictConfig) -> None:
         reason = str(error).splitlines()[0].rstrip(".")
         raise ConfigError(f"{error.full_key} could not be resolved ({reason}); choose config options that fit "
                           "together (e.g. model=bert for the GLUE datasets).") from error
-    for rule in RULES:
+    for rule in (rule for rule in RULES if rule.key.startswith(prefix)):
         try:
             value = _lookup(cfg, rule.key)
         except Exception as error:  # an interpolation that does not resolve

@@ -88,6 +88,13 @@ INVALID = [
     (["dataset.label_noise.mode=pairs"], "dataset.label_noise.mode must be symmetric or asymmetric (got 'pairs')."),
     (["dataset=cifar10", "dataset.augment.policy=trivial"],
      "dataset.augment.policy must be null, autoaugment or randaugment (got 'trivial')."),
+    (["trainer.sharpness=yes"], "trainer.sharpness must be true or false (got 'yes')."),
+    (["trainer.sharpness_samples=0"], "trainer.sharpness_samples must be a positive integer (got 0)."),
+    (["trainer.sharpness_tol=-1e-3"], "trainer.sharpness_tol must be a number >= 0 (got -0.001)."),
+    (["trainer.sharpness_params='(unclosed'"],
+     "trainer.sharpness_params must be all, conv_and_head or a regular expression on parameter names "
+     "(got '(unclosed')."),
+    (["trainer.sharpness_aggregate=max"], "trainer.sharpness_aggregate must be one of batch_mean, subset (got 'max')."),
     (["trainer.resume=/no/such/checkpoint.pt"],
      "trainer.resume must be null, auto, or the path of an existing checkpoint or run directory "
      "(got '/no/such/checkpoint.pt')."),

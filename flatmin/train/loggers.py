@@ -52,13 +52,13 @@ class JsonlLogger:
         self.file.close()
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"test": {"last": {"acc": 1}}}`` → ``{"test/last/acc": 1}``."""
+def flatten(data: dict[str, Any], prefix: str = "", separator: str = "/") -> dict[str, Any]:
+    """``{"test": {"last": {"acc": 1}}}`` → ``{"test/last/acc": 1}`` (or ``test.last.acc``)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
+            flat.update(flatten(value, name + separator, separator))
         else:
             flat[name] = value
     return flat

@@ -20,10 +20,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.config import validate
-from flatmin.data import build_dataset, make_loaders
+from flatmin.data import DataSplits, build_dataset, make_loaders
 from flatmin.errors import FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
+from flatmin.sharpness import measure_run, select_parameters
 from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.distributed import Replica, init_replica, replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
@@ -133,6 +134,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
         write_json(asdict(splits.label_noise), run_dir / "label_noise.json")
     loaders = make_loaders(splits, cfg.dataset, device, cfg.seed, replica.rank, replica.world_size)
     module = build_model(cfg.model)
+    if cfg.trainer.sharpness:
+        select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
     optimizer = build_optimizer(cfg.optimizer, module.to(device))
     model = prepare_model(module, cfg, device, replica)
     scheduler = build_scheduler(cfg.scheduler, optimizer, optimizer_steps_per_epoch(len(loaders.train), cfg.trainer),
@@ -150,6 +153,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
         summary = trainer.fit()
+        if cfg.trainer.sharpness and replica.is_main:
+            summary["sharpness"] = measure_final_model(cfg, module, splits, device)
         summary["choices"] = hydra_context()["choices"]
         if replica.is_main:
             write_json(summary, run_dir / "summary.json")
@@ -158,6 +163,18 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
     finally:
         loggers.close(failed)
     return summary
+
+
+def measure_final_model(cfg: DictConfig, model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, Any]:
+    """``trainer.sharpness``: the trained model's Hessian trace and top eigenvalues on the training
+    split, with the task's unsmoothed loss. A failure (say, out of memory in the double backward) is
+    logged and recorded instead of raised, so the run keeps its summary; ``python -m
+    flatmin.sharpness`` can measure the checkpoint later."""
+    try:
+        return measure_run(model, splits, cfg, device)
+    except Exception as error:
+        log.exception("the sharpness measurement failed; the run's other results are kept")
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def main(cfg: DictConfig) -> float | None:

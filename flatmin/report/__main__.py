@@ -1,0 +1,58 @@
+"""``python -m flatmin.report <sweep or run dirs…> [--format md|latex|csv] [--out DIR]``.
+
+Prints the report to stdout; with ``--out`` also writes it (``report.md``, ``report.tex`` or
+``report.csv`` plus ``not_included.csv``) and the figures there. Failed and unfinished runs are
+listed on stderr as well. Bad input (a path with no runs) ends in one sentence and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from flatmin.errors import FlatminError
+from flatmin.report.plots import write_plots
+from flatmin.report.render import csv_cells, latex, markdown, not_included, not_included_csv
+from flatmin.report.runs import find_runs
+from flatmin.report.tables import build_sections
+
+EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, read the runs, print (and write) the report. Returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m flatmin.report",
+                                     description="Tables (mean ± std, 95% intervals, published numbers) and plots "
+                                                 "from flatmin run directories.")
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep or run directories, searched recursively")
+    parser.add_argument("--format", choices=tuple(EXTENSIONS), default="md", help="output format (default: md)")
+    parser.add_argument("--out", type=Path, help="also write the report and the figures (PNG) to this directory")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.paths)
+    except FlatminError as error:
+        print(f"flatmin.report: error: {error}", file=sys.stderr)
+        return 2
+    sections = build_sections(runs)
+    sources = [str(path) for path in args.paths]
+    text = {"md": lambda: markdown(sections, runs, sources), "latex": lambda: latex(sections, runs, sources),
+            "csv": lambda: csv_cells(sections)}[args.format]()
+    sys.stdout.write(text)
+    for run in not_included(runs):
+        print(f"flatmin.report: not included: {run.path} ({run.status}: {run.error})", file=sys.stderr)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        written = [args.out / f"report.{EXTENSIONS[args.format]}"]
+        written[0].write_text(text)
+        if args.format == "csv":
+            written.append(args.out / "not_included.csv")
+            written[1].write_text(not_included_csv(runs))
+        written += write_plots(sections, args.out)
+        print(f"flatmin.report: wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

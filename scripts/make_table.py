@@ -1,0 +1,11 @@
+"""Tables and plots from run directories: the same as ``python -m flatmin.report``.
+
+    python scripts/make_table.py outputs/multiruns/<stamp> [--format md|latex|csv] [--out DIR]
+"""
+
+import sys
+
+from flatmin.report.__main__ import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Figures: learning curves (mean over seeds) and sharpness bars, written as non-empty PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flatmin.report.plots import curves, write_plots
+from flatmin.report.runs import find_runs
+from flatmin.report.tables import build_sections
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sections(synthetic_runs: Path):
+    return build_sections(find_runs([synthetic_runs]))
+
+
+def test_curves_are_the_mean_and_std_over_seeds(sections):
+    sam = next(section for section in sections if section.experiment == "sam_cifar_wrn28")
+    found = curves(sam.groups)
+    epochs, mean, std = found["val/accuracy"]["sam · cifar10 · wrn28_10 · optimizer.rho=0.05"]
+    assert epochs.tolist() == [1, 2, 3]
+    assert mean == pytest.approx(0.970 - 0.1 / epochs)  # seeds at 0.970, 0.972, 0.968
+    assert std == pytest.approx(np.full(3, 0.002))
+    assert set(found) == {"train/loss", "val/accuracy"}  # no run logged val/loss per epoch
+
+
+def test_every_figure_is_a_non_empty_png(sections, tmp_path: Path):
+    written = write_plots(sections, tmp_path)
+    assert sorted(path.name for path in written) == ["no_experiment_curves.png", "no_experiment_sharpness.png",
+                                                     "sam_cifar_wrn28_curves.png"]  # SAM runs measured no sharpness
+    for path in written:
+        assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5_000
