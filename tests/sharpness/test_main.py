@@ -85,7 +85,7 @@ def test_a_failed_measurement_keeps_the_runs_results(tmp_path: Path, monkeypatch
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(sys.modules["flatmin.train.run"], "measure_sharpness", out_of_memory)  # not run()
+    monkeypatch.setattr(sys.modules["flatmin.train.run"], "measure_run", out_of_memory)  # not run()
     summary = run(make_config(tmp_path, "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.sharpness=true"))
     written = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == written["status"] == "completed" and "test" in written
