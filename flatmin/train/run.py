@@ -20,7 +20,7 @@ from flatmin.config import validate
 from flatmin.data import build_dataset, build_loaders
 from flatmin.errors import FlatminError
 from flatmin.models import build_model
-from flatmin.optim import build_optimizer
+from flatmin.optim import build_hyper_schedule, build_optimizer
 from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
 from flatmin.train.precision import resolve_device, resolve_precision
@@ -103,16 +103,17 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> dict[str, 
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, optimizer_steps_per_epoch(len(loaders.train), cfg.trainer),
-                                cfg.trainer.epochs)
+    steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
+    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs)
     log.info("run dir %s | device %s | precision %s | %s on %s with %s", run_dir, device, precision,
              type(model).__name__, cfg.dataset.name, cfg.optimizer.name)
 
     loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir)
     failed = True
     try:
-        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, loaders, device, precision, run_dir, loggers,
-                          config)
+        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, device, precision,
+                          run_dir, loggers, config)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
