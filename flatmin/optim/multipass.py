@@ -165,13 +165,10 @@ class MultiPassOptimizer(Optimizer):
             torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS))
             torch._foreach_add_(entry.params, grads)
 
-    def base_step(self) -> bool:
-        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip;
-        returns whether it ran."""
-        if self.base_step_gate is not None and not self.base_step_gate():
-            return False
-        self.base_optimizer.step()
-        return True
+    def base_step(self) -> None:
+        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip."""
+        if self.base_step_gate is None or self.base_step_gate():
+            self.base_optimizer.step()
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -74,8 +74,13 @@ class NSO(MultiPassOptimizer):
         super().__init__(params, base_optimizer, {"sigma": sigma, "lam": lam}, **base_kwargs)
 
     @property
+    def perturbed_passes(self) -> int:
+        """2k two-sided, k one-sided."""
+        return self.num_perturbs * (2 if self.two_sided else 1)
+
+    @property
     def passes_per_step(self) -> int:  # type: ignore[override]
-        return self.num_perturbs * (2 if self.two_sided else 1) + int(self._clean_pass())
+        return self.perturbed_passes + int(self._clean_pass())
 
     def _clean_pass(self) -> bool:
         return any(group["lam"] > 0 for group in self.param_groups)
@@ -105,6 +110,7 @@ class NSO(MultiPassOptimizer):
         return loss if clean else torch.stack(losses).mean()
 
     def _start_sum(self, active: ActiveParams, clean: bool) -> None:
+        """G ← lam·g0 after the clean pass, else G ← 0."""
         for entry in active:
             total = self.buffers("G", entry.params)
             if clean:
@@ -121,12 +127,12 @@ class NSO(MultiPassOptimizer):
 
     @staticmethod
     def _reflect(params: list[Tensor], theta: list[Tensor]) -> None:
+        """θ + U → θ − U, as 2θ − (θ + U), so that U need not be kept."""
         torch._foreach_mul_(params, -1.0)
         torch._foreach_add_(params, theta, alpha=2.0)
 
     def _add_to_sum(self) -> None:
         """G += (1−lam)/(2k or k) · the gradient of the pass just taken."""
-        passes = self.num_perturbs * (2 if self.two_sided else 1)
         for entry in self.active():
-            weight = (1 - entry.options["lam"]) / passes
+            weight = (1 - entry.options["lam"]) / self.perturbed_passes
             torch._foreach_add_(self.buffers("G", entry.params), entry.grads, alpha=weight)
