@@ -5,13 +5,14 @@
 
 Each method is built by ``build_optimizer`` from its own ``conf/optimizer/<name>.yaml`` (the papers'
 defaults) and driven by the trainer's own ``Stepper`` on a fixed synthetic batch, so the timing
-includes everything a real step does (closure, BN rule, perturb, restore, base step). Reported per
-model and method: passes per step, ms per step (median of ``--steps`` after ``--warmup``, device
-synchronised), the ratio to SGD, and the extra optimizer memory in parameter-sized buffers (the
-method's scratch and own state; the base optimizer's momentum or Adam moments are not counted, SGD's
-are the baseline). The models: ResNet-18 with the CIFAR stem (3x3 conv1 stride 1, no max-pool) on
+includes everything a real step does (closure, BN rule, perturb, restore, base step). The methods
+are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times), so a change in the
+machine's load during the run touches every method alike. Reported per model and method: passes per
+step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
+and the extra optimizer memory in parameter-sized buffers (the method's scratch and own state; the
+base optimizer's momentum or Adam moments are not counted, SGD's are the baseline). The models: ResNet-18 with the CIFAR stem (3x3 conv1 stride 1, no max-pool) on
 32x32 images, batch 128; a BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens,
-batch 32. On a CPU the defaults take 2 timed steps after 1 warm-up step (a few minutes).
+batch 32. On a CPU the defaults take 2 timed rounds after 1 warm-up round (about 5 minutes).
 """
 
 from __future__ import annotations
@@ -90,27 +91,44 @@ def extra_buffers(optimizer: torch.optim.Optimizer, model: nn.Module) -> float:
     return sum(t.numel() for t in tensors) / sum(p.numel() for p in model.parameters())
 
 
-def time_method(name: str, model_name: str, device: torch.device, precision: str, steps: int,
-                warmup: int) -> dict[str, float]:
-    build, make_batch, batch = MODELS[model_name]
-    torch.manual_seed(0)
-    model = build().to(device)
-    inputs, targets = make_batch(batch, device)
-    optimizer = build_optimizer(OmegaConf.load(CONF / f"{name}.yaml"), model)
-    stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
-                      LossScaler(device, precision == "fp16"))
-    times = []
-    for index in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+class Contestant:
+    """One method on its own copy of the model, with the trainer's ``Stepper`` and a fixed batch."""
+
+    def __init__(self, method: str, model_name: str, device: torch.device, precision: str) -> None:
+        build, make_batch, batch = MODELS[model_name]
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build().to(device)
+        self.inputs, self.targets = make_batch(batch, device)
+        self.optimizer = build_optimizer(OmegaConf.load(CONF / f"{method}.yaml"), self.model)
+        self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
+                               LossScaler(device, precision == "fp16"))
+        self.times: list[float] = []
+
+    def step(self, timed: bool) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        stepper.step(inputs, targets)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return {"passes_per_step": stepper.passes / stepper.micro_steps, "ms_per_step": 1e3 * statistics.median(times),
-            "extra_buffers": extra_buffers(optimizer, model)}
+        self.stepper.step(self.inputs, self.targets)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if timed:
+            self.times.append(time.perf_counter() - start)
+
+    def result(self) -> dict[str, float]:
+        return {"passes_per_step": self.stepper.passes / self.stepper.micro_steps,
+                "ms_per_step": 1e3 * statistics.median(self.times),
+                "extra_buffers": extra_buffers(self.optimizer, self.model)}
+
+
+def time_methods(methods: list[str], model_name: str, device: torch.device, precision: str, steps: int,
+                 warmup: int) -> dict[str, dict[str, float]]:
+    """Per method, its passes, median ms per step and extra buffers, from interleaved rounds."""
+    contestants = {method: Contestant(method, model_name, device, precision) for method in methods}
+    for round_index in range(warmup + steps):
+        for contestant in contestants.values():
+            contestant.step(timed=round_index >= warmup)
+    return {method: contestant.result() for method, contestant in contestants.items()}
 
 
 def main() -> None:
@@ -119,8 +137,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--models", nargs="+", default=["resnet18", "bert"], choices=list(MODELS))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--steps", type=int, help="timed steps per method (default: 10 on CUDA, 2 on a CPU)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3 on CUDA, 1 on a CPU)")
+    parser.add_argument("--steps", type=int, help="timed rounds, one step of each method (default: 10 on CUDA, 2 on a CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 3 on CUDA, 1 on a CPU)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -131,17 +149,15 @@ def main() -> None:
     machine = torch.cuda.get_device_name(device) if cuda else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# optimizer step benchmark, {date.today()}, {machine}, torch {torch.__version__}, {precision}, "
-          f"median of {steps} steps after {warmup} warm-up\n")
+          f"median of {steps} interleaved rounds after {warmup} warm-up\n")
     print("| model | method | passes/step | ms/step | time ratio to SGD | extra buffers |")
     print("|---|---|---|---|---|---|")
     results = []
-    methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD first: it is the baseline
+    methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD is always there: the baseline
     for model_name in args.models:
-        baseline = None
-        for method in methods:
-            row = time_method(method, model_name, device, precision, steps, warmup)
-            baseline = baseline or row["ms_per_step"]
-            row.update(model=model_name, method=method, ratio=row["ms_per_step"] / baseline)
+        rows = time_methods(methods, model_name, device, precision, steps, warmup)
+        for method, row in rows.items():
+            row.update(model=model_name, method=method, ratio=row["ms_per_step"] / rows["sgd"]["ms_per_step"])
             results.append(row)
             print(f"| {model_name} | {method} | {row['passes_per_step']:.0f} | {row['ms_per_step']:.1f} | "
                   f"{row['ratio']:.2f} | {row['extra_buffers']:.2f} |", flush=True)
