@@ -137,7 +137,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--models", nargs="+", default=["resnet18", "bert"], choices=list(MODELS))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--steps", type=int, help="timed rounds, one step of each method (default: 10 on CUDA, 2 on a CPU)")
+    parser.add_argument("--steps", type=int,
+                        help="timed rounds, one step of each method (default: 10 on CUDA, 2 on a CPU)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 3 on CUDA, 1 on a CPU)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
