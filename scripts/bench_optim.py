@@ -10,9 +10,10 @@ are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times)
 machine's load during the run touches every method alike. Reported per model and method: passes per
 step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
 and the extra optimizer memory in parameter-sized buffers (the method's scratch and own state; the
-base optimizer's momentum or Adam moments are not counted, SGD's are the baseline). The models: ResNet-18 with the CIFAR stem (3x3 conv1 stride 1, no max-pool) on
-32x32 images, batch 128; a BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens,
-batch 32. On a CPU the defaults take 2 timed rounds after 1 warm-up round (about 5 minutes).
+base optimizer's momentum or Adam moments are not counted, SGD's are the baseline). The models:
+ResNet-18 with the CIFAR stem (3x3 conv1 stride 1, no max-pool) on 32x32 images, batch 128; a
+BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults
+take 2 timed rounds after 1 warm-up round (about 5 minutes).
 """
 
 from __future__ import annotations
