@@ -90,15 +90,15 @@ class TRACER(MultiPassOptimizer):
             beta2 = entry.options["beta2"]
             states = [self._state(p) for p in entry.params]
             fisher, steps = [s["v"] for s in states], [s["t"] for s in states]
-            updated = torch._foreach_mul(fisher, beta2)
-            torch._foreach_addcmul_(updated, entry.grads, entry.grads, value=1 - beta2)
-            for old, new in zip(fisher, updated):
+            scale = torch._foreach_mul(fisher, beta2)           # β2·v + (1−β2)·g²
+            torch._foreach_addcmul_(scale, entry.grads, entry.grads, value=1 - beta2)
+            for old, new in zip(fisher, scale):
                 torch.where(finite, new, old, out=old)
             torch._foreach_add_(steps, finite)
             corrections = torch._foreach_pow(beta2, steps)      # beta2^t → 1 − beta2^t
             torch._foreach_neg_(corrections)
             torch._foreach_add_(corrections, 1.0)
-            scale = torch._foreach_div(fisher, corrections)     # v̂
+            torch._foreach_div_(scale, corrections)             # v̂ (its value after an overflow is unused)
             torch._foreach_sqrt_(scale)
             torch._foreach_add_(scale, entry.options["delta"])
             torch._foreach_rsqrt_(scale)
