@@ -13,13 +13,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from flatmin.errors import ConfigError
 from flatmin.data.metrics import METRICS
+from flatmin.optim.schedules import KINDS
 
 _MISSING = object()
 
@@ -55,6 +56,20 @@ def non_negative_int(value: Any) -> bool:
 def fraction(value: Any) -> bool:
     """A number in [0, 1)."""
     return _is_number(value) and 0 <= value < 1
+
+
+def unit_interval(value: Any) -> bool:
+    """A number in [0, 1]."""
+    return _is_number(value) and 0 <= value <= 1
+
+
+def boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def schedule_kinds(value: Any) -> bool:
+    """A mapping from hyperparameter names to schedule kinds."""
+    return isinstance(value, Mapping) and all(isinstance(kind, str) and kind in KINDS for kind in value.values())
 
 
 def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -104,7 +119,24 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.momentum", fraction, "a number in [0, 1)"),
     Rule("optimizer.base", one_of("sgd", "adam", "adamw"), "one of sgd, adam, adamw"),
     Rule("optimizer.rho", non_negative, "a number >= 0"),
+    Rule("optimizer.adaptive", boolean, "true or false"),
     Rule("optimizer.eta", non_negative, "a number >= 0"),
+    Rule("optimizer.rho_p", non_negative, "a number >= 0"),
+    Rule("optimizer.alpha", unit_interval, "a number in [0, 1]"),
+    Rule("optimizer.beta", unit_interval, "a number in [0, 1]"),
+    Rule("optimizer.gamma", non_negative, "a number >= 0"),
+    Rule("optimizer.variant", one_of("released", "paper"), "one of released, paper"),
+    Rule("optimizer.sigma", non_negative, "a number >= 0"),
+    Rule("optimizer.num_perturbs", positive_int, "a positive integer"),
+    Rule("optimizer.two_sided", boolean, "true or false"),
+    Rule("optimizer.lam", unit_interval, "a number in [0, 1]"),
+    Rule("optimizer.distribution", one_of("normal", "laplace", "uniform"), "one of normal, laplace, uniform"),
+    Rule("optimizer.beta2", fraction, "a number in [0, 1)"),
+    Rule("optimizer.delta", positive, "a number > 0"),
+    Rule("optimizer.schedules", schedule_kinds, f"a mapping from hyperparameters to {', '.join(KINDS)}"),
+    Rule("optimizer.lookahead.enabled", boolean, "true or false"),
+    Rule("optimizer.lookahead.k", positive_int, "a positive integer"),
+    Rule("optimizer.lookahead.alpha", unit_interval, "a number in [0, 1]"),
     Rule("dataset.batch_size", positive_int, "a positive integer"),
     Rule("dataset.eval_batch_size", positive_int, "a positive integer"),
     Rule("dataset.loader", one_of("auto", "gpu", "torch"), "one of auto, gpu, torch"),

@@ -1,13 +1,19 @@
 """Time one optimizer step of every method as a ratio to SGD, measured in the same run.
 
-    python scripts/bench_optim.py [--device cpu|cuda] [--models small_cnn resnet18] [--steps 10]
+    python scripts/bench_optim.py [--device cpu|cuda] [--models resnet18 bert] [--methods sgd sam ...]
+                                  [--steps N] [--warmup N]
 
-Each method is built by ``build_optimizer`` and driven by the trainer's own ``Stepper`` on a fixed
-synthetic batch, so the timing includes everything a real step does (closure, BN rule, perturb,
-restore). Reported per model and method: passes per step, ms per step (median of ``--steps``
-after ``--warmup``, device synchronised), the ratio to SGD, and the extra optimizer memory in
-parameter-sized buffers (the method's scratch and own state; the base optimizer's momentum or
-Adam moments are not counted, SGD's are the baseline).
+Each method is built by ``build_optimizer`` from its own ``conf/optimizer/<name>.yaml`` (the papers'
+defaults) and driven by the trainer's own ``Stepper`` on a fixed synthetic batch, so the timing
+includes everything a real step does (closure, BN rule, perturb, restore, base step). The methods
+are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times), so a change in the
+machine's load during the run touches every method alike. Reported per model and method: passes per
+step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
+and the extra optimizer memory in parameter-sized buffers (the method's scratch and own state; the
+base optimizer's momentum or Adam moments are not counted, SGD's are the baseline). The models:
+ResNet-18 with the CIFAR stem (3x3 conv1 stride 1, no max-pool) on 32x32 images, batch 128; a
+BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults
+take 2 timed rounds after 1 warm-up round (about 5 minutes).
 """
 
 from __future__ import annotations
@@ -18,32 +24,62 @@ import platform
 import statistics
 import time
 from datetime import date
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torchvision
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 
 from flatmin.models import SmallCNN
-from flatmin.optim import METHODS, MultiPassOptimizer, build_optimizer
+from flatmin.optim import MultiPassOptimizer, build_optimizer
 from flatmin.train.precision import LossScaler, autocast, resolve_device, resolve_precision
 from flatmin.train.step import Stepper
 
-OPTIMIZER_CONFIG = {"lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "betas": [0.9, 0.999],
-                    "eps": 1e-8, "amsgrad": False, "decay_norm_and_bias": True, "base": "sgd",
-                    "rho": 0.05, "adaptive": False, "eta": 0.01}
+CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
+METHODS = ["sgd", "adam", "sam", "asam", "gam", "nso", "sgd_tracer", "adam_tracer"]
+BERT_VOCAB, BERT_TOKENS = 30522, 128
 
 
-def resnet18_imagenet_stem() -> nn.Module:
-    """torchvision's ResNet-18 (ImageNet stem) with a 10-class head, at 32x32 input."""
-    return torchvision.models.resnet18(num_classes=10)
+def resnet18_cifar_stem() -> nn.Module:
+    """torchvision's ResNet-18 with the CIFAR stem (3x3 conv1, stride 1, no max-pool), 10 classes."""
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
 
 
-MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
-    # name: (constructor, input shape without batch, batch size)
-    "small_cnn": (lambda: SmallCNN(num_classes=10, in_channels=1), (1, 8, 8), 64),
-    "resnet18": (resnet18_imagenet_stem, (3, 32, 32), 128),
+class BertLogits(nn.Module):
+    """A randomly initialised BERT-style encoder with a 2-class head; token ids in, logits out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertForSequenceClassification
+
+        config = BertConfig(vocab_size=BERT_VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=1024, max_position_embeddings=BERT_TOKENS, num_labels=2)
+        self.bert = BertForSequenceClassification(config)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.bert(input_ids=input_ids).logits
+
+
+def images(shape: tuple[int, ...], classes: int) -> Callable[[int, torch.device], tuple[Tensor, Tensor]]:
+    return lambda batch, device: (torch.randn(batch, *shape, device=device),
+                                  torch.randint(0, classes, (batch,), device=device))
+
+
+def tokens(batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    return (torch.randint(0, BERT_VOCAB, (batch, BERT_TOKENS), device=device),
+            torch.randint(0, 2, (batch,), device=device))
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int, torch.device], tuple[Tensor, Tensor]], int]] = {
+    # name: (constructor, batch maker, batch size)
+    "small_cnn": (lambda: SmallCNN(num_classes=10, in_channels=1), images((1, 8, 8), 10), 64),
+    "resnet18": (resnet18_cifar_stem, images((3, 32, 32), 10), 128),
+    "bert": (BertLogits, tokens, 32),
 }
 
 
@@ -56,55 +92,74 @@ def extra_buffers(optimizer: torch.optim.Optimizer, model: nn.Module) -> float:
     return sum(t.numel() for t in tensors) / sum(p.numel() for p in model.parameters())
 
 
-def time_method(name: str, model_name: str, device: torch.device, precision: str, steps: int,
-                warmup: int) -> dict[str, float]:
-    build, shape, batch = MODELS[model_name]
-    torch.manual_seed(0)
-    model = build().to(device)
-    inputs = torch.randn(batch, *shape, device=device)
-    targets = torch.randint(0, 10, (batch,), device=device)
-    optimizer = build_optimizer(OmegaConf.create({"name": name, **OPTIMIZER_CONFIG}), model)
-    stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
-                      LossScaler(device, precision == "fp16"))
-    times = []
-    for index in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+class Contestant:
+    """One method on its own copy of the model, with the trainer's ``Stepper`` and a fixed batch."""
+
+    def __init__(self, method: str, model_name: str, device: torch.device, precision: str) -> None:
+        build, make_batch, batch = MODELS[model_name]
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build().to(device)
+        self.inputs, self.targets = make_batch(batch, device)
+        self.optimizer = build_optimizer(OmegaConf.load(CONF / f"{method}.yaml"), self.model)
+        self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
+                               LossScaler(device, precision == "fp16"))
+        self.times: list[float] = []
+
+    def step(self, timed: bool) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        stepper.step(inputs, targets)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return {"passes_per_step": stepper.passes / stepper.micro_steps, "ms_per_step": 1e3 * statistics.median(times),
-            "extra_buffers": extra_buffers(optimizer, model)}
+        self.stepper.step(self.inputs, self.targets)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if timed:
+            self.times.append(time.perf_counter() - start)
+
+    def result(self) -> dict[str, float]:
+        return {"passes_per_step": self.stepper.passes / self.stepper.micro_steps,
+                "ms_per_step": 1e3 * statistics.median(self.times),
+                "extra_buffers": extra_buffers(self.optimizer, self.model)}
+
+
+def time_methods(methods: list[str], model_name: str, device: torch.device, precision: str, steps: int,
+                 warmup: int) -> dict[str, dict[str, float]]:
+    """Per method, its passes, median ms per step and extra buffers, from interleaved rounds."""
+    contestants = {method: Contestant(method, model_name, device, precision) for method in methods}
+    for round_index in range(warmup + steps):
+        for contestant in contestants.values():
+            contestant.step(timed=round_index >= warmup)
+    return {method: contestant.result() for method, contestant in contestants.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--methods", nargs="+", default=["sgd", "adam", *METHODS])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "bert"], choices=list(MODELS))
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--steps", type=int,
+                        help="timed rounds, one step of each method (default: 10 on CUDA, 2 on a CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 3 on CUDA, 1 on a CPU)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+    cuda = device.type == "cuda"
+    steps = args.steps or (10 if cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    machine = torch.cuda.get_device_name(device) if cuda else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"# optimizer step benchmark, {date.today()}, {machine}, torch {torch.__version__}, {precision}\n")
+    print(f"# optimizer step benchmark, {date.today()}, {machine}, torch {torch.__version__}, {precision}, "
+          f"median of {steps} interleaved rounds after {warmup} warm-up\n")
     print("| model | method | passes/step | ms/step | time ratio to SGD | extra buffers |")
     print("|---|---|---|---|---|---|")
     results = []
-    methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD first: it is the baseline
+    methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD is always there: the baseline
     for model_name in args.models:
-        baseline = None
-        for method in methods:
-            row = time_method(method, model_name, device, precision, args.steps, args.warmup)
-            baseline = baseline or row["ms_per_step"]
-            row.update(model=model_name, method=method, ratio=row["ms_per_step"] / baseline)
+        rows = time_methods(methods, model_name, device, precision, steps, warmup)
+        for method, row in rows.items():
+            row.update(model=model_name, method=method, ratio=row["ms_per_step"] / rows["sgd"]["ms_per_step"])
             results.append(row)
             print(f"| {model_name} | {method} | {row['passes_per_step']:.0f} | {row['ms_per_step']:.1f} | "
                   f"{row['ratio']:.2f} | {row['extra_buffers']:.2f} |", flush=True)

@@ -10,7 +10,12 @@ from torch import nn
 from torch.optim import Optimizer
 
 from flatmin.errors import ConfigError
+from flatmin.optim.gam import GAM
+from flatmin.optim.lookahead import Lookahead
+from flatmin.optim.nso import NSO
 from flatmin.optim.sam import SAM
+from flatmin.optim.schedules import HyperparameterSchedule
+from flatmin.optim.tracer import TRACER
 
 BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -19,8 +24,14 @@ BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 #: Each method: its class and the config keys passed to it as method hyperparameters.
+#: ASAM is SAM with ``adaptive: true``; SGD-/Adam-TRACER are TRACER over ``base: sgd``/``adam``.
 METHODS: dict[str, tuple[type[Optimizer], tuple[str, ...]]] = {
     "sam": (SAM, ("rho", "adaptive", "eta")),
+    "asam": (SAM, ("rho", "adaptive", "eta")),
+    "gam": (GAM, ("rho", "rho_p", "alpha", "beta", "gamma", "variant")),
+    "nso": (NSO, ("sigma", "num_perturbs", "two_sided", "lam", "distribution")),
+    "sgd_tracer": (TRACER, ("rho", "lam", "beta2", "delta")),
+    "adam_tracer": (TRACER, ("rho", "lam", "beta2", "delta")),
 }
 
 
@@ -52,14 +63,37 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
     """Build the optimizer of the ``optimizer`` config group for ``model``.
 
     ``cfg.name`` is a base optimizer (``sgd``, ``adam``, ``adamw``) or a method wrapping the base
-    optimizer ``cfg.base``; either way the result follows the ``step(closure)`` contract.
+    optimizer ``cfg.base``; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The
+    result follows the ``step(closure)`` contract.
     """
     groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     if cfg.name in BASE_OPTIMIZERS:
-        return BASE_OPTIMIZERS[cfg.name](groups, **base_kwargs(cfg, cfg.name))
-    if cfg.name not in METHODS:
+        optimizer = BASE_OPTIMIZERS[cfg.name](groups, **base_kwargs(cfg, cfg.name))
+    elif cfg.name in METHODS:
+        method, keys = METHODS[cfg.name]
+        method_kwargs = {key: cfg[key] for key in keys}
+        optimizer = method(groups, BASE_OPTIMIZERS[cfg.base], **method_kwargs, **base_kwargs(cfg, cfg.base))
+    else:
         valid = ", ".join(sorted([*BASE_OPTIMIZERS, *METHODS]))
         raise ConfigError(f"optimizer.name must be one of {valid} (got {cfg.name!r}).")
-    method, keys = METHODS[cfg.name]
-    method_kwargs = {key: cfg[key] for key in keys}
-    return method(groups, BASE_OPTIMIZERS[cfg.base], **method_kwargs, **base_kwargs(cfg, cfg.base))
+    lookahead = cfg.get("lookahead")
+    if lookahead is not None and lookahead.enabled:
+        optimizer = Lookahead(optimizer, k=lookahead.k, alpha=lookahead.alpha)
+    return optimizer
+
+
+def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int) -> HyperparameterSchedule:
+    """The schedule of ``cfg.schedules`` (absent or empty: nothing scheduled) over ``total_steps``
+    optimizer steps. Only a method's numeric hyperparameters can be scheduled (``lr`` is the LR
+    scheduler's); another key is a ``ConfigError`` (the kinds are checked with the other values)."""
+    kinds = dict(cfg.get("schedules") or {})
+    group = optimizer.param_groups[0]
+    keys = METHODS[cfg.name][1] if cfg.name in METHODS else ()
+    schedulable = [key for key in keys if key in group and not isinstance(group[key], bool)]
+    for key, kind in kinds.items():
+        if key not in schedulable:
+            raise ConfigError(f"optimizer.schedules.{key} is not a hyperparameter of optimizer {cfg.name!r} "
+                              f"that can be scheduled (those are: {', '.join(schedulable) or 'none'}).")
+        if kind == "exp" and cfg[key] <= 0:
+            raise ConfigError(f"optimizer.schedules.{key} is exp, which needs optimizer.{key} > 0 (got {cfg[key]!r}).")
+    return HyperparameterSchedule(optimizer, kinds, total_steps)

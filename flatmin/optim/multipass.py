@@ -7,7 +7,8 @@ take its ordinary step with ``G``. Weight decay, momentum and Adam moments are t
 optimizer's, applied once, at θ.
 
 All tensor work goes through ``torch._foreach_*`` kernels and global norms stay on the device, so
-a step never synchronises with the host.
+a step never synchronises with the host. A method's numeric hyperparameters live in the param
+groups (shared with the base optimizer), so schedules can change them per group like ``lr``.
 """
 
 from __future__ import annotations
@@ -25,29 +26,56 @@ Closure = Callable[[], Tensor]
 NORM_EPS = 1e-12
 
 
-@dataclass
-class GroupGrads:
-    """The parameters of one param group that received a gradient, with those gradients."""
-
-    group: dict[str, Any]
-    params: list[Tensor]
-    grads: list[Tensor]
+def accumulation_dtype(tensor: Tensor) -> torch.dtype:
+    """fp32 for reductions and counters, fp64 when the tensors are fp64 (float64 formula checks)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:
     """The L2 norm over all ``tensors`` seen as one vector, as a device tensor in fp32 (fp64 when
     the tensors are fp64, so float64 checks of the formulas stay exact)."""
-    dtype = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
+    dtype = accumulation_dtype(tensors[0])
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype)))
+
+
+def global_dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """The inner product ``⟨x, y⟩`` over all tensors seen as one vector, as a device tensor."""
+    dtype = accumulation_dtype(xs[0])
+    return torch.stack([torch.tensordot(x, y, dims=x.dim()).to(dtype) for x, y in zip(xs, ys)]).sum()
+
+
+@dataclass
+class ActiveGroup:
+    """One param group's options (hyperparameters) and the parameters that take part in a step."""
+
+    options: dict[str, Any]
+    params: list[Tensor]
+
+    @property
+    def grads(self) -> list[Tensor]:
+        """The parameters' current gradients (each pass replaces them, so read them afresh)."""
+        return [p.grad for p in self.params]
+
+
+class ActiveParams(list[ActiveGroup]):
+    """The parameters one step works on, per param group, with flat views over all groups."""
+
+    @property
+    def params(self) -> list[Tensor]:
+        return [p for entry in self for p in entry.params]
+
+    @property
+    def grads(self) -> list[Tensor]:
+        return [g for entry in self for g in entry.grads]
 
 
 class MultiPassOptimizer(Optimizer):
     """Base class of the flat-minima methods: wraps a base optimizer on shared param groups.
 
     ``base_optimizer`` is an optimizer class (built here on ``params`` with ``**base_kwargs``) or
-    an instance, whose param groups are adopted (``params`` is then ignored and may be None). The method's own
-    hyperparameters (``defaults``) live in the same group dicts, so a scheduler attached to
-    either object can change ``lr`` or ``rho`` per group.
+    an instance, whose param groups are adopted (``params`` is then ignored and may be None). The
+    method's own hyperparameters (``defaults``) live in the same group dicts, so a scheduler
+    attached to either object can change ``lr`` or ``rho`` per group.
 
     ``base_step_gate``, when set (the trainer sets it), is called after ``G`` is in ``.grad`` and
     θ is restored; it may edit the gradients (averaging micro-batches, clipping) and returns
@@ -79,32 +107,35 @@ class MultiPassOptimizer(Optimizer):
         with torch.enable_grad():
             return closure()
 
-    def groups_with_grads(self) -> list[GroupGrads]:
-        """Per param group, the parameters that have a gradient; the others are never touched."""
-        result = []
+    def active(self, with_grad: bool = True) -> ActiveParams:
+        """Per param group, the parameters that have a gradient (the others are never touched);
+        with ``with_grad=False``, before any pass, every parameter that requires one."""
+        result = ActiveParams()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params = [p for p in group["params"] if (p.grad is not None if with_grad else p.requires_grad)]
             if params:
-                result.append(GroupGrads(group, params, [p.grad for p in params]))
+                result.append(ActiveGroup(group, params))
         return result
 
-    def buffers(self, name: str, like: list[Tensor]) -> list[Tensor]:
-        """Parameter-sized scratch tensors named ``name`` (allocated once, reused every step).
+    def buffers(self, name: str, params: list[Tensor]) -> list[Tensor]:
+        """Parameter-sized scratch tensors named ``name``, one per parameter of ``params``
+        (allocated once, reused every step).
 
         Scratch is not optimizer state: it is not checkpointed, because every step rewrites it.
         """
         result = []
-        for tensor in like:
-            key = (name, id(tensor))
+        for param in params:
+            key = (name, id(param))
             buffer = self._scratch.get(key)
             if buffer is None:
-                buffer = self._scratch[key] = torch.empty_like(tensor)
+                buffer = self._scratch[key] = torch.empty_like(param)
             result.append(buffer)
         return result
 
-    def save(self, name: str, tensors: list[Tensor]) -> list[Tensor]:
-        """Copy ``tensors`` into the scratch buffers ``name`` and return those buffers."""
-        saved = self.buffers(name, tensors)
+    def save(self, name: str, params: list[Tensor], tensors: list[Tensor]) -> list[Tensor]:
+        """Copy ``tensors`` (one per parameter: the parameters themselves, or their gradients) into
+        the scratch buffers ``name`` of ``params`` and return those buffers."""
+        saved = self.buffers(name, params)
         torch._foreach_copy_(saved, tensors)
         return saved
 
@@ -112,6 +143,27 @@ class MultiPassOptimizer(Optimizer):
     def restore(params: list[Tensor], saved: list[Tensor]) -> None:
         """Copy the saved θ back into the parameters, bit for bit."""
         torch._foreach_copy_(params, saved)
+
+    @staticmethod
+    def ascend(active: ActiveParams, radius: str, scales: list[list[Tensor] | None] | None = None) -> None:
+        """Move θ along the current gradients g: ``θ ← θ + r · S²⊙g / (‖S⊙g‖ + ξ)``.
+
+        ``r`` is each group's option ``radius`` (``rho``, ``rho_p``); ``S`` (one list of tensors per
+        group, None where S = 1) is ASAM's ``|θ|+eta`` or TRACER's ``sqrt(D)``; without it this is
+        SAM's ``rho · g/‖g‖``. The step is built in place in the gradient tensors, which the next
+        pass overwrites.
+        """
+        scales = scales or [None] * len(active)
+        for entry, scale in zip(active, scales):             # g ← S⊙g
+            if scale is not None:
+                torch._foreach_mul_(entry.grads, scale)
+        norm = global_norm(active.grads)
+        for entry, scale in zip(active, scales):             # g ← r·S²⊙g/‖S⊙g‖, θ ← θ + g
+            grads = entry.grads
+            if scale is not None:
+                torch._foreach_mul_(grads, scale)
+            torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS))
+            torch._foreach_add_(entry.params, grads)
 
     def base_step(self) -> None:
         """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip."""

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from flatmin.optim.multipass import NORM_EPS, Closure, GroupGrads, MultiPassOptimizer, global_norm
+from flatmin.optim.multipass import ActiveGroup, Closure, MultiPassOptimizer
 
 
 class SAM(MultiPassOptimizer):
@@ -23,6 +23,7 @@ class SAM(MultiPassOptimizer):
 
     Defaults are the papers': SAM rho 0.05; ASAM rho 0.5 and eta 0.01 (official code). The widely
     copied single-file ASAM (T = |θ|, best rho 2.0) is ``eta=0`` with every tensor adaptive.
+    Gradient accumulation: each micro-batch is perturbed along its own gradient (m-sharpness).
     """
 
     passes_per_step = 2
@@ -38,35 +39,19 @@ class SAM(MultiPassOptimizer):
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """Two passes on the same mini-batch; returns the loss of the first (at θ)."""
         loss = self.take_pass(closure)                  # g = ∇L_B(θ)
-        params, theta = self._ascend()                  # θ ← θ + e, the saved θ kept
+        active = self.active()
+        theta = self.save("theta", active.params, active.params)
+        scales = [self._adaptive_scale(entry) for entry in active] if self.adaptive else None
+        self.ascend(active, "rho", scales)              # θ ← θ + e
+        del scales                                      # free T before the next pass
         self.take_pass(closure)                         # G = ∇L_B(θ + e)
-        self.restore(params, theta)
+        self.restore(active.params, theta)
         self.base_step()
         return loss
 
-    def _ascend(self) -> tuple[list[Tensor], list[Tensor]]:
-        """Save θ and move to ``θ + e``, ``e = rho·T²⊙g/(‖T⊙g‖+ξ)`` (T = 1 for plain SAM).
-
-        ``e`` is built in place in the gradient tensors, which the next pass overwrites; they are
-        referenced only inside this function so the next pass can free them.
-        """
-        groups = self.groups_with_grads()
-        params = [p for entry in groups for p in entry.params]
-        theta = self.save("theta", params)
-        scales = [self._adaptive_scale(entry) for entry in groups]
-        for entry, scale in zip(groups, scales):        # g ← T⊙g
-            if scale is not None:
-                torch._foreach_mul_(entry.grads, scale)
-        norm = global_norm([g for entry in groups for g in entry.grads])
-        for entry, scale in zip(groups, scales):        # g ← rho·T²⊙g/‖T⊙g‖, θ ← θ + g
-            if scale is not None:
-                torch._foreach_mul_(entry.grads, scale)
-            torch._foreach_mul_(entry.grads, entry.group["rho"] / (norm + NORM_EPS))
-            torch._foreach_add_(entry.params, entry.grads)
-        return params, theta
-
-    def _adaptive_scale(self, entry: GroupGrads) -> list[Tensor] | None:
+    @staticmethod
+    def _adaptive_scale(entry: ActiveGroup) -> list[Tensor] | None:
         """ASAM's ``T = |θ| + eta`` for this group's tensors, or None where T = 1."""
-        if not self.adaptive or not entry.group.get("adaptive", True):
+        if not entry.options.get("adaptive", True):
             return None
-        return torch._foreach_add(torch._foreach_abs(entry.params), entry.group["eta"])
+        return torch._foreach_add(torch._foreach_abs(entry.params), entry.options["eta"])

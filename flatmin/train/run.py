@@ -23,7 +23,7 @@ from flatmin.config import validate
 from flatmin.data import DataSplits, build_dataset, make_loaders
 from flatmin.errors import FlatminError
 from flatmin.models import build_model
-from flatmin.optim import build_optimizer
+from flatmin.optim import build_hyper_schedule, build_optimizer
 from flatmin.sharpness import measure_run, select_parameters
 from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.distributed import Replica, init_replica, replica_seed
@@ -138,8 +138,9 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
         select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
     optimizer = build_optimizer(cfg.optimizer, module.to(device))
     model = prepare_model(module, cfg, device, replica)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, optimizer_steps_per_epoch(len(loaders.train), cfg.trainer),
-                                cfg.trainer.epochs)
+    steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
+    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs)
     log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
              precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)
@@ -147,8 +148,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
     loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir) if replica.is_main else Loggers([])
     failed = True
     try:
-        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, loaders, device, precision, run_dir, loggers,
-                          config, Task.from_config(cfg.dataset), replica)
+        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, device, precision,
+                          run_dir, loggers, config, Task.from_config(cfg.dataset), replica)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, checkpoint_path)
             log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)

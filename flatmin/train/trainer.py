@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from flatmin.data import Loaders
 from flatmin.errors import CheckpointError
+from flatmin.optim import HyperparameterSchedule
 from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
 from flatmin.train.distributed import Replica, barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
@@ -54,17 +55,23 @@ def optimizer_steps_per_epoch(train_batches: int, cfg: DictConfig) -> int:
 
 
 class Trainer:
-    """Trains ``model`` with ``optimizer`` as configured by the ``trainer`` config group."""
+    """Trains ``model`` with ``optimizer`` as configured by the ``trainer`` config group.
+
+    After every optimizer step the LR ``scheduler`` steps, then ``hyper_schedule`` (the method's
+    scheduled hyperparameters, e.g. NSO's sigma, which may follow the new learning rate).
+    """
 
     def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                 loaders: Loaders, device: torch.device, precision: str, run_dir: Path, loggers: Loggers,
-                 config: dict[str, Any], task: Task = CLASSIFICATION, replica: Replica = Replica()) -> None:
+                 hyper_schedule: HyperparameterSchedule, loaders: Loaders, device: torch.device, precision: str,
+                 run_dir: Path, loggers: Loggers, config: dict[str, Any], task: Task = CLASSIFICATION,
+                 replica: Replica = Replica()) -> None:
         self.cfg = cfg
         self.model = model                  # what runs forward (maybe compiled and/or DDP-wrapped)
         self.module = unwrap(model)         # the user's module, for weights and checkpoints
         self.replica = replica
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.hyper_schedule = hyper_schedule
         self.loaders = loaders
         self.device = device
         self.precision = precision
@@ -135,6 +142,7 @@ class Trainer:
             if not ended:
                 continue
             self.scheduler.step()
+            self.hyper_schedule.step()
             self.global_step += 1
             if self.global_step % self.cfg.log_every_n_steps == 0:
                 loss_sum, correct = window.tolist()
@@ -250,6 +258,7 @@ class Trainer:
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "hyper_schedule": self.hyper_schedule.state_dict(),
             "stepper": self.stepper.state_dict(),
             "rng": gather_objects(rng_state(), self.replica),   # one entry per replica
             "trainer": {"best": self.best, "last_record": self.last_record, "samples_seen": self.samples_seen,
@@ -267,6 +276,7 @@ class Trainer:
             raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer "
                                   f"({str(error).splitlines()[0]}); resume with the config it was made with.") from error
         self.scheduler.load_state_dict(state["scheduler"])
+        self.hyper_schedule.load_state_dict(state["hyper_schedule"])
         self.stepper.load_state_dict(state["stepper"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         trainer = state["trainer"]

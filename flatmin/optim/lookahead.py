@@ -1,0 +1,86 @@
+"""Lookahead (Zhang, Lucas, Hinton & Ba, NeurIPS 2019) over any optimizer of the contract.
+
+The wrapped ("fast") optimizer takes its steps as usual; every k of them the slow weights φ move
+part of the way towards the fast ones and the fast weights restart from there:
+
+    φ ← φ + alpha·(θ − φ),   θ ← φ
+
+This is the linear-interpolation scheme that "Stable Nonconvex-Nonconcave Training via Linear
+Interpolation" (Pethick et al., 2023) analyses. Buffers such as BatchNorm statistics are not
+interpolated. Cost: the wrapped optimizer's passes; 1 extra parameter-sized buffer (φ, state).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from flatmin.optim.multipass import Closure, MultiPassOptimizer
+
+
+class Lookahead(MultiPassOptimizer):
+    """Lookahead over ``optimizer``: a base optimizer (SGD, Adam, …) or a multi-pass method (SAM, …).
+
+    It shares the wrapped optimizer's param groups and keeps its ``base_step_gate``: the gate set on
+    this object decides every base step of the wrapped one. Only steps whose base step actually ran
+    count towards k, so a step skipped for an fp16 overflow or one micro-batch of an unfinished
+    gradient accumulation does not advance the slow weights. ``state_dict`` carries φ, the count and
+    the wrapped optimizer's state. Defaults k = 5, alpha = 0.5 (the paper's).
+    """
+
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+        if k < 1:
+            raise ValueError(f"k must be a positive integer, got {k}")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        super().__init__(None, optimizer, {})
+        self.k = k
+        self.alpha = alpha
+        self.base_steps = 0
+        self._stepped = False
+        if isinstance(optimizer, MultiPassOptimizer):
+            optimizer.base_step_gate = self._gate_and_count
+
+    @property
+    def passes_per_step(self) -> int:  # type: ignore[override]
+        return getattr(self.base_optimizer, "passes_per_step", 1)
+
+    @torch.no_grad()
+    def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
+        """One step of the wrapped optimizer; every k-th base step, the slow-weight update."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        slow = self._slow_weights(params)                        # φ = θ₀ on the first call
+        self._stepped = False
+        if isinstance(self.base_optimizer, MultiPassOptimizer):
+            loss = self.base_optimizer.step(closure)             # its base step asks _gate_and_count
+        else:
+            loss = self.take_pass(closure)
+            if self._gate_and_count():
+                self.base_optimizer.step()
+        if self._stepped:
+            self.base_steps += 1
+            if self.base_steps % self.k == 0:
+                torch._foreach_lerp_(slow, params, self.alpha)  # φ ← φ + alpha·(θ − φ)
+                torch._foreach_copy_(params, slow)               # θ ← φ
+        return loss
+
+    def _gate_and_count(self) -> bool:
+        """The trainer's gate (if any), remembering whether the base step runs."""
+        self._stepped = self.base_step_gate is None or self.base_step_gate()
+        return self._stepped
+
+    def _slow_weights(self, params: list[Tensor]) -> list[Tensor]:
+        for param in params:
+            if "slow" not in self.state[param]:
+                self.state[param]["slow"] = param.detach().clone(memory_format=torch.preserve_format)
+        return [self.state[param]["slow"] for param in params]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "base_steps": self.base_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.base_steps = state_dict["base_steps"]

@@ -1,0 +1,80 @@
+"""Schedules of a method's hyperparameters: one mechanism for every method and every key.
+
+The papers change some hyperparameters during training: NSO's sigma grows over the epochs
+(constant, linear from 0, or exponential from 1e-5), and GSAM/GAM keep rho proportional to the
+learning rate. ``optimizer.schedules`` maps a hyperparameter of the method (a key of its param
+groups: ``rho``, ``rho_p``, ``sigma``, …) to one of the kinds below; the configured value of that
+key is the target. Every optimizer step, right after the LR scheduler, :class:`HyperparameterSchedule`
+writes the scheduled value into every param group:
+
+============================  =====================================================================
+``constant``                  the configured value
+``linear``                    0 → value: ``value · p``
+``exp``                       1e-5 → value, geometric: ``1e-5 · (value/1e-5)^p``
+``proportional_to_lr``        ``value · lr_t / lr_0`` (each group's own learning rates)
+============================  =====================================================================
+
+``p`` is the progress through training, 0 at the first optimizer step and 1 at the last. The
+schedule's step count is checkpointed, so a resumed run sees the same values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch.optim import Optimizer
+KINDS = ("constant", "linear", "exp", "proportional_to_lr")
+
+#: Where the ``exp`` kind starts.
+EXP_START = 1e-5
+
+
+def scheduled_value(kind: str, target: float, progress: float, lr_ratio: float) -> float:
+    """The value of a hyperparameter whose configured value is ``target``, under ``kind``."""
+    if kind == "linear":
+        return target * progress
+    if kind == "exp":
+        return EXP_START * (target / EXP_START) ** progress
+    if kind == "proportional_to_lr":
+        return target * lr_ratio
+    return target
+
+
+class HyperparameterSchedule:
+    """Writes scheduled hyperparameters into ``optimizer``'s param groups, once per optimizer step.
+
+    ``kinds`` maps param-group keys to schedule kinds (``KINDS``); ``total_steps`` is the number of
+    optimizer steps of the whole run. Build it after the LR scheduler (``lr_0`` is a group's
+    ``initial_lr`` when an LR scheduler set one): it writes the values of step 0 at once.
+    """
+
+    def __init__(self, optimizer: Optimizer, kinds: Mapping[str, str], total_steps: int) -> None:
+        unknown = set(kinds.values()) - set(KINDS)
+        if unknown:
+            raise ValueError(f"schedule kinds must be among {', '.join(KINDS)}, got {', '.join(sorted(unknown))}")
+        self.optimizer = optimizer
+        self.kinds = dict(kinds)
+        self.total_steps = total_steps
+        self.targets = [{key: group[key] for key in self.kinds} for group in optimizer.param_groups]
+        self.initial_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+        self.steps = 0
+        self._apply()
+
+    def step(self) -> None:
+        """Advance one optimizer step (call it right after the LR scheduler's ``step``)."""
+        self.steps += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        progress = min(1.0, self.steps / max(1, self.total_steps - 1))
+        for group, targets, initial_lr in zip(self.optimizer.param_groups, self.targets, self.initial_lrs):
+            for key, kind in self.kinds.items():
+                group[key] = scheduled_value(kind, targets[key], progress, group["lr"] / initial_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = state["steps"]
+        self._apply()

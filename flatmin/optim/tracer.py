@@ -1,0 +1,115 @@
+"""SGD-TRACER and Adam-TRACER: G-TRACER (Williams & Roberts, arXiv 2306.13914), in this project's
+formulation.
+
+The paper regularises the loss with a "geometric trace ratio": the curvature of the mini-batch loss
+measured in the geometry of the optimizer's running diagonal Fisher estimate, as an approximation
+of natural-gradient descent on a generalised-Bayes objective. Its full text was not at hand when
+the spec was written, so what follows is the project's formulation of that objective
+(``optimizers.md``, G-TRACER), kept in this one file so that it can be corrected:
+
+    g   = ∇L_B(θ)                                                    # pass 1
+    v   ← beta2 · v + (1−beta2) · g²;   v̂ = v / (1 − beta2^t)        # running diagonal Fisher
+    D   = 1 / (sqrt(v̂) + delta)                                      # the preconditioner
+    e   = rho · (D ⊙ g) / ‖sqrt(D) ⊙ g‖                              # radius rho in D's geometry
+    g_e = ∇L_B(θ + e)                                                # pass 2
+    G   = (1−lam) · g + lam · g_e
+
+To first order ``G = ∇[L + lam·rho·‖g‖_D]`` with ``‖g‖_D² = Σᵢ gᵢ²/(sqrt(v̂ᵢ)+delta)``, the trace
+ratio of the mini-batch Fisher to the running one; with ``D = I`` it is SAM. SGD-TRACER is this over
+SGD, Adam-TRACER over Adam/AdamW; either way ``v`` is TRACER's own (checkpointed) state, never the
+base optimizer's.
+
+Cost: 2 passes; 2 extra parameter-sized buffers (θ and ``v``) at the default ``lam = 1``, a third
+(a copy of g) when ``lam < 1``, plus ``sqrt(D)`` transiently between the passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
+
+
+class TRACER(MultiPassOptimizer):
+    """G-TRACER in the project's formulation (see the module docstring) over any base optimizer.
+
+    Defaults: rho 0.05, lam 1.0, beta2 0.999, delta 1e-8. ``rho = 0`` or ``lam = 0`` gives the base
+    optimizer's trajectory exactly. ``v`` and its step count ``t`` are updated from the first pass of
+    every ``step`` call (so once per micro-batch under gradient accumulation); a first-pass gradient
+    that is not finite (an fp16 overflow, whose base step is skipped) leaves them unchanged, decided
+    on the device without a host synchronisation. Returns the loss of the first pass (at θ).
+    """
+
+    passes_per_step = 2
+
+    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer, rho: float = 0.05,
+                 lam: float = 1.0, beta2: float = 0.999, delta: float = 1e-8, **base_kwargs: Any) -> None:
+        if rho < 0:
+            raise ValueError(f"rho must be >= 0, got {rho}")
+        if not 0 <= lam <= 1:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if not 0 <= beta2 < 1:
+            raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
+        if delta <= 0:
+            raise ValueError(f"delta must be > 0, got {delta}")
+        super().__init__(params, base_optimizer, {"rho": rho, "lam": lam, "beta2": beta2, "delta": delta},
+                         **base_kwargs)
+
+    @torch.no_grad()
+    def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
+        """Two passes on the same mini-batch; returns the loss of the first (at θ)."""
+        loss = self.take_pass(closure)                          # g = ∇L_B(θ)
+        active = self.active()
+        theta = self.save("theta", active.params, active.params)
+        for entry in active:
+            if entry.options["lam"] != 1:
+                self.save("g", entry.params, entry.grads)
+        sqrt_d = self._update_fisher(active)                    # v ← …, sqrt(D)
+        self.ascend(active, "rho", sqrt_d)                      # θ ← θ + rho·D⊙g/‖sqrt(D)⊙g‖
+        del sqrt_d                                              # free it before the next pass
+        self.take_pass(closure)                                 # g_e = ∇L_B(θ + e)
+        self.restore(active.params, theta)
+        for entry in active:                                    # G = (1−lam)·g + lam·g_e
+            lam = entry.options["lam"]
+            if lam != 1:
+                torch._foreach_mul_(entry.grads, lam)
+                torch._foreach_add_(entry.grads, self.buffers("g", entry.params), alpha=1 - lam)
+        self.base_step()
+        return loss
+
+    def _update_fisher(self, active: ActiveParams) -> list[list[Tensor] | None]:
+        """Fold g² into the running Fisher ``v`` (unless g is not finite) and return, per group,
+        ``sqrt(D) = (sqrt(v̂) + delta)^(-1/2)``."""
+        finite = torch.isfinite(global_norm(active.grads))
+        sqrt_d: list[list[Tensor] | None] = []
+        for entry in active:
+            beta2 = entry.options["beta2"]
+            states = [self._state(p) for p in entry.params]
+            fisher, steps = [s["v"] for s in states], [s["t"] for s in states]
+            scale = torch._foreach_mul(fisher, beta2)           # β2·v + (1−β2)·g²
+            torch._foreach_addcmul_(scale, entry.grads, entry.grads, value=1 - beta2)
+            for old, new in zip(fisher, scale):
+                torch.where(finite, new, old, out=old)
+            torch._foreach_add_(steps, finite)
+            corrections = torch._foreach_pow(beta2, steps)      # beta2^t → 1 − beta2^t
+            torch._foreach_neg_(corrections)
+            torch._foreach_add_(corrections, 1.0)
+            torch._foreach_div_(scale, corrections)             # v̂ (its value after an overflow is unused)
+            torch._foreach_sqrt_(scale)
+            torch._foreach_add_(scale, entry.options["delta"])
+            torch._foreach_rsqrt_(scale)
+            sqrt_d.append(scale)
+        return sqrt_d
+
+    def _state(self, param: Tensor) -> dict[str, Tensor]:
+        """``v`` (zeros) and its update count ``t`` for ``param``, created on first use. (Not named
+        ``step``: ``Optimizer.load_state_dict`` would leave a tensor of that name on the CPU.)"""
+        state = self.state[param]
+        if not state:
+            state["v"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["t"] = torch.zeros((), dtype=accumulation_dtype(param), device=param.device)
+        return state

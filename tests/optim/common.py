@@ -1,0 +1,110 @@
+"""Helpers of the optimizer tests: a small MLP, fixed batches, closures, and the transcriptions'
+building blocks (the loss and its gradient at given parameter values, with ``torch.func``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from flatmin.optim import GAM, NSO, SAM, TRACER, Lookahead
+from flatmin.train.precision import LossScaler
+from flatmin.train.step import Stepper
+
+SGD_KWARGS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+CPU = torch.device("cpu")
+
+Params = dict[str, Tensor]
+
+
+def mlp(batchnorm: bool = False, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Linear(6, 8)] + ([nn.BatchNorm1d(8)] if batchnorm else []) + [nn.Tanh(), nn.Linear(8, 3)]
+    return nn.Sequential(*layers).to(dtype)
+
+
+def batches(count: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> list[tuple[Tensor, Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 6, generator=generator).to(dtype), torch.randint(0, 3, (16,), generator=generator))
+            for _ in range(count)]
+
+
+def closure_for(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, calls: list):
+    def closure():
+        calls.append(1)
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+    return closure
+
+
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, data) -> int:
+    """``optimizer.step(closure)`` on every batch; returns the number of closure calls."""
+    calls: list = []
+    for x, y in data:
+        optimizer.step(closure_for(model, optimizer, x, y, calls))
+    return len(calls)
+
+
+def stepper_for(model: nn.Module, optimizer: torch.optim.Optimizer, accumulate: int = 1,
+                scaler: LossScaler | None = None, loss_fn=nn.functional.cross_entropy, autocast=None) -> Stepper:
+    """The trainer's own step driver, on the CPU, without autocast unless given."""
+    return Stepper(model, optimizer, loss_fn, autocast or torch.autograd.grad_mode.enable_grad,
+                   scaler or LossScaler(CPU, enabled=False), accumulate)
+
+
+# -- transcriptions -------------------------------------------------------------------------------
+def parameters(model: nn.Module) -> Params:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def loss_and_grad(model: nn.Module, theta: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Params]:
+    """``L_B(θ)`` and ``∇L_B(θ)`` of ``model`` at the parameter values ``theta``."""
+    leaves = {name: value.detach().requires_grad_() for name, value in theta.items()}
+    loss = nn.functional.cross_entropy(functional_call(model, leaves, (x,)), y)
+    return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+
+def grad(model: nn.Module, theta: Params, x: Tensor, y: Tensor) -> Params:
+    return loss_and_grad(model, theta, x, y)[1]
+
+
+def norm(tensors: Params) -> Tensor:
+    return torch.sqrt(sum((t ** 2).sum() for t in tensors.values()))
+
+
+def combine(*terms: tuple[float | Tensor, Params]) -> Params:
+    """``Σ cᵢ·xᵢ`` over dicts of tensors."""
+    names = terms[0][1]
+    return {name: sum(c * x[name] for c, x in terms) for name in names}
+
+
+def sgd_step(theta: Params, g: Params, lr: float) -> Params:
+    """Plain SGD (no momentum, no weight decay): the base step of the transcriptions."""
+    return combine((1.0, theta), (-lr, g))
+
+
+def assert_params_equal(model: nn.Module, expected: Params, rtol: float = 1e-10, atol: float = 1e-12) -> None:
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.detach(), expected[name], rtol=rtol, atol=atol), name
+
+
+# -- every method, as the contract tests build them -----------------------------------------------
+#: name: (factory(params) → optimizer, closure calls per step)
+METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = {
+    "sam": (lambda params: SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), 2),
+    "asam": (lambda params: SAM(params, torch.optim.SGD, rho=0.5, adaptive=True, **SGD_KWARGS), 2),
+    "gam": (lambda params: GAM(params, torch.optim.SGD, **SGD_KWARGS), 4),
+    "gam_paper": (lambda params: GAM(params, torch.optim.SGD, variant="paper", **SGD_KWARGS), 4),
+    "nso": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, **SGD_KWARGS), 2),
+    "nso_k3": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, num_perturbs=3, **SGD_KWARGS), 6),
+    "nso_one_sided_lam": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, num_perturbs=2, two_sided=False,
+                                             lam=0.5, distribution="laplace", **SGD_KWARGS), 3),
+    "sgd_tracer": (lambda params: TRACER(params, torch.optim.SGD, **SGD_KWARGS), 2),
+    "adam_tracer": (lambda params: TRACER(params, torch.optim.Adam, lam=0.5, lr=1e-3), 2),
+    "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
+    "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
+}

@@ -1,0 +1,269 @@
+"""The common contract of optimizers.md, checked for every method: passes per step, BatchNorm
+statistics, checkpoints, AMP (bf16, the fp16 skip-step rule), gradient accumulation, no host
+synchronisation inside ``step``, untouched parameters, and the degenerate cases."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from flatmin.optim import NSO, SAM, TRACER, MultiPassOptimizer
+from flatmin.train.precision import LossScaler
+from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
+                                train)
+
+NAMES = list(METHOD_FACTORIES)
+
+
+def build(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    return METHOD_FACTORIES[name][0](model.parameters())
+
+
+def innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer at the bottom of a stack of wrappers."""
+    while isinstance(optimizer, MultiPassOptimizer):
+        optimizer = optimizer.base_optimizer
+    return optimizer
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_step_makes_exactly_the_passes_the_spec_lists(name: str):
+    model = mlp()
+    optimizer = build(name, model)
+    expected = METHOD_FACTORIES[name][1]
+    assert optimizer.passes_per_step == expected
+    assert train(model, optimizer, batches(3)) == 3 * expected
+
+
+def first_pass_point(name: str, model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` at the point of the step's first pass: θ, or for NSO with lam = 0 the
+    first draw θ + sigma·ε (replayed from the same seed, same parameter order)."""
+    probe = copy.deepcopy(model)
+    optimizer = build(name, model)
+    if isinstance(optimizer, NSO) and not optimizer.param_groups[0]["lam"] > 0:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in probe.parameters():
+                p.add_(torch.randn_like(p), alpha=optimizer.param_groups[0]["sigma"])
+    return probe
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batchnorm_statistics_after_a_step_are_those_of_the_first_pass(name: str):
+    x, y = batches(1)[0]
+    model = mlp(batchnorm=True)
+    reference = first_pass_point(name, model, seed=3)
+    reference.train()
+    with torch.no_grad():
+        reference(x)                                     # one clean forward (NSO, lam = 0: at θ + U_1)
+    torch.manual_seed(3)
+    runner = stepper_for(model, build(name, model))
+    runner.step(x, y)
+    assert runner.passes == METHOD_FACTORIES[name][1]
+    buffers = dict(model.named_buffers())
+    for key, buffer in reference.named_buffers():
+        assert torch.equal(buffer, buffers[key]), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_continues_bit_for_bit(name: str):
+    data = batches(8)
+    model = mlp()
+    optimizer = build(name, model)
+    train(model, optimizer, data[:3])                    # 3 steps: Lookahead (k=2) has synced once
+    twin = copy.deepcopy(model)
+    twin_optimizer = build(name, twin)
+    twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    assert twin_optimizer.param_groups is innermost(twin_optimizer).param_groups
+    for net, opt in ((model, optimizer), (twin, twin_optimizer)):
+        torch.manual_seed(5)                             # the trainer's checkpoint restores the RNG
+        train(net, opt, data[3:])
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bf16_autocast_step_runs_and_leaves_finite_parameters(name: str):
+    model = mlp(batchnorm=True, dtype=torch.float32)
+    before = [p.detach().clone() for p in model.parameters()]
+    runner = stepper_for(model, build(name, model), autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    for x, y in batches(3, dtype=torch.float32):
+        runner.step(x, y)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def overflow_on_pass(number: int):
+    """A loss function that returns inf on its ``number``-th call (an fp16 overflow in that pass)."""
+    calls = []
+
+    def loss_fn(outputs, targets):
+        calls.append(1)
+        loss = nn.functional.cross_entropy(outputs, targets)
+        return loss * float("inf") if len(calls) == number else loss
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_fp16_overflow_in_any_pass_restores_theta_and_skips_the_base_step(name: str):
+    x, y = batches(1)[0]
+    for overflowing in range(1, METHOD_FACTORIES[name][1] + 1):
+        model = mlp()
+        optimizer = build(name, model)
+        before = [p.detach().clone() for p in model.parameters()]
+        scaler = LossScaler(CPU, enabled=True)
+        runner = stepper_for(model, optimizer, scaler=scaler, loss_fn=overflow_on_pass(overflowing))
+        runner.step(x, y)
+        for p, b in zip(model.parameters(), before):
+            assert torch.equal(p, b), f"pass {overflowing}"          # θ restored, base step skipped
+        assert not innermost(optimizer).state, f"pass {overflowing}"  # no momentum or moments yet
+        assert scaler.scale.item() == 2.0 ** 15
+        assert getattr(optimizer, "base_steps", 0) == 0               # Lookahead did not count it
+        method_state = [t for s in optimizer.state.values() for t in s.values()]
+        assert all(torch.isfinite(t).all() for t in method_state)     # TRACER's v is not poisoned
+        runner.step(x, y)                                             # the next, clean step goes through
+        assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_tracer_leaves_its_fisher_unchanged_when_the_first_pass_overflows():
+    x, y = batches(1)[0]
+    model = mlp()
+    optimizer = TRACER(model.parameters(), torch.optim.SGD, lr=0.1)
+    stepper_for(model, optimizer, scaler=LossScaler(CPU, enabled=True), loss_fn=overflow_on_pass(1)).step(x, y)
+    for state in optimizer.state.values():
+        assert torch.equal(state["v"], torch.zeros_like(state["v"])) and state["t"].item() == 0
+
+
+def capture_gradients(optimizer: torch.optim.Optimizer, model: nn.Module, store: list):
+    """A gate that records the ``G`` the method left in ``.grad`` and skips the base step."""
+    def gate() -> bool:
+        store.append([p.grad.clone() for p in model.parameters()])
+        return False
+    return gate
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_accumulation_averages_the_micro_batches_own_perturbed_gradients(name: str):
+    (x, y), = batches(1)
+    halves = [(x[:8], y[:8]), (x[8:], y[8:])]
+    model, reference = mlp(), mlp()
+    # The reference: each micro-batch's G from θ (base step skipped), then one base step with their mean.
+    optimizer = build(name, reference)
+    gradients: list = []
+    optimizer.base_step_gate = capture_gradients(optimizer, reference, gradients)
+    torch.manual_seed(7)
+    for xs, ys in halves:
+        optimizer.step(closure_for(reference, optimizer, xs, ys, []))
+
+    def mean_gradient() -> bool:
+        for p, first, second in zip(reference.parameters(), *gradients):
+            p.grad = (first + second) / 2
+        return True
+
+    optimizer.base_step_gate = mean_gradient
+    optimizer.step(closure_for(reference, optimizer, *halves[1], []))
+    # The trainer's Stepper with accumulation over the same two micro-batches.
+    torch.manual_seed(7)
+    runner = stepper_for(model, build(name, model), accumulate=2)
+    assert [runner.step(xs, ys)[2] for xs, ys in halves] == [False, True]
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+@contextlib.contextmanager
+def host_synchronisation_forbidden(monkeypatch, allowed: torch.optim.Optimizer):
+    """Make every Python-level way of reading a tensor's value on the host raise, except inside
+    ``allowed.step`` (the torch base optimizer's own step, e.g. Adam reading its step count)."""
+    forbidden = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+    state = {"on": True}
+    originals = {name: getattr(torch.Tensor, name) for name in forbidden}
+
+    def guard(name):
+        def method(self, *args, **kwargs):
+            if state["on"]:
+                raise AssertionError(f"host synchronisation: Tensor.{name} inside step")
+            return originals[name](self, *args, **kwargs)
+        return method
+
+    base_step = allowed.step
+
+    def unguarded_step(*args, **kwargs):
+        state["on"] = False
+        try:
+            return base_step(*args, **kwargs)
+        finally:
+            state["on"] = True
+
+    for name in forbidden:
+        monkeypatch.setattr(torch.Tensor, name, guard(name))
+    monkeypatch.setattr(allowed, "step", unguarded_step)
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_never_synchronises_with_the_host(name: str, monkeypatch):
+    model = mlp(batchnorm=True)
+    optimizer = build(name, model)
+    data = batches(3)
+    train(model, optimizer, data[:1])                    # lazily created state exists from here on
+    with host_synchronisation_forbidden(monkeypatch, innermost(optimizer)):
+        with pytest.raises(AssertionError, match="host synchronisation"):
+            bool(torch.ones(()))                         # the guard is armed
+        train(model, optimizer, data[1:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_parameter_without_gradient_is_left_untouched(name: str):
+    model = mlp()
+    unused = nn.Parameter(torch.ones(4))
+    optimizer = METHOD_FACTORIES[name][0]([*model.parameters(), unused])
+    seen = []
+    x, y = batches(1)[0]
+
+    def closure():
+        seen.append(unused.detach().clone())
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        optimizer.step(closure)
+    assert torch.equal(unused.detach(), torch.ones(4))
+    assert unused.grad is None
+    if not isinstance(optimizer, NSO):                   # NSO with lam = 0 perturbs before any pass
+        assert all(torch.equal(value, torch.ones(4)) for value in seen)
+
+
+DEGENERATE = {
+    "sam_rho0": (lambda p: SAM(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "asam_rho0": (lambda p: SAM(p, torch.optim.SGD, rho=0.0, adaptive=True, **SGD_KWARGS), torch.optim.SGD,
+                  SGD_KWARGS),
+    "sgd_tracer_rho0": (lambda p: TRACER(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "sgd_tracer_lam0": (lambda p: TRACER(p, torch.optim.SGD, lam=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "adam_tracer_rho0": (lambda p: TRACER(p, torch.optim.Adam, rho=0.0, lr=1e-3), torch.optim.Adam, {"lr": 1e-3}),
+    "nso_sigma0": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "nso_sigma0_k2_one_sided": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, num_perturbs=2, two_sided=False,
+                                              **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE))
+def test_zero_radius_or_noise_gives_the_base_optimizer_trajectory_exactly(name: str):
+    method, base, kwargs = DEGENERATE[name]
+    data = batches(20)
+    models = [mlp(batchnorm=True), mlp(batchnorm=True)]
+    for model, optimizer in zip(models, (base(models[0].parameters(), **kwargs), method(models[1].parameters()))):
+        runner = stepper_for(model, optimizer)
+        for x, y in data:
+            runner.step(x, y)
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)
