@@ -18,8 +18,9 @@ test-slow: ## run only the tests marked slow
 demo: ## the quick start: train the default small CNN on digits (about a minute on 2 CPU cores)
 	$(PYTHON) train.py
 
-bench: ## time one step of every optimizer as a ratio to SGD (see docs/benchmarks.md)
+bench: ## optimizer step cost as a ratio to SGD, then training throughput per loader (docs/benchmarks.md)
 	$(PYTHON) scripts/bench_optim.py
+	$(PYTHON) scripts/bench.py
 
 clean: ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache
