@@ -151,6 +151,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset.augment.cutout", non_negative_int, "a non-negative integer (pixels)"),
     Rule("dataset.max_length", positive_int, "a positive integer"),
     Rule("trainer.epochs", positive_int, "a positive integer"),
+    Rule("trainer.budget_passes", optional(positive_int), "null or a positive integer"),
     Rule("trainer.device", device_name, "auto, cpu, cuda or cuda:N"),
     Rule("trainer.precision", one_of("auto", "bf16", "fp16", "fp32"), "one of auto, bf16, fp16, fp32"),
     Rule("trainer.compile_mode", one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),

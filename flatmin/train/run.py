@@ -49,6 +49,17 @@ def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     return path / "last.pt" if path.is_dir() else path
 
 
+def apply_pass_budget(cfg: DictConfig) -> None:
+    """``trainer.budget_passes``: give each method ``budget_passes / passes per step`` epochs, so
+    methods are compared at equal compute (SGD gets twice SAM's epochs, four times GAM's). The
+    passes per step are the optimizer's own (built here on a throwaway parameter)."""
+    budget = cfg.trainer.get("budget_passes")
+    if budget is None:
+        return
+    passes = getattr(build_optimizer(cfg.optimizer, nn.Linear(1, 1)), "passes_per_step", 1)
+    cfg.trainer.epochs = max(1, budget // passes)
+
+
 def hydra_context() -> dict[str, Any]:
     """The job's name, its sweep (the W&B group) and the chosen config options, when under Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -91,6 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         validate(cfg)
+        apply_pass_budget(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
         if replica.is_main:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))

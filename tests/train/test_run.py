@@ -144,3 +144,13 @@ def test_resume_from_another_run_dir_continues_there(cfg_factory):
     assert summary["epochs"] == 2
     records = [json.loads(line) for line in (Path(second.paths.output_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["event"] == "epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize(("optimizer", "epochs"), [("sgd", 4), ("sam", 2), ("gam", 1), ("nso", 2)])
+def test_a_pass_budget_gives_each_method_equal_compute(cfg_factory, optimizer: str, epochs: int):
+    cfg = cfg_factory(f"optimizer={optimizer}", "trainer.budget_passes=4", "trainer.limit_train_batches=1")
+    summary = run(cfg)
+    assert summary["epochs"] == epochs
+    assert summary["global_steps"] * summary["passes_per_step"] == 4
+    written = (Path(cfg.paths.output_dir) / "config.yaml").read_text()
+    assert f"epochs: {epochs}\n" in written
