@@ -121,6 +121,7 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.rho", non_negative, "a number >= 0"),
     Rule("optimizer.adaptive", boolean, "true or false"),
     Rule("optimizer.eta", non_negative, "a number >= 0"),
+    Rule("optimizer.adaptive_tensors", one_of("weights", "all"), "one of weights, all"),
     Rule("optimizer.rho_p", non_negative, "a number >= 0"),
     Rule("optimizer.alpha", unit_interval, "a number in [0, 1]"),
     Rule("optimizer.beta", unit_interval, "a number in [0, 1]"),

@@ -35,19 +35,21 @@ METHODS: dict[str, tuple[type[Optimizer], tuple[str, ...]]] = {
 }
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
+                 adaptive_tensors: str = "weights") -> list[dict[str, Any]]:
     """Split the trainable parameters into groups by weight decay and ASAM adaptivity.
 
     Without ``decay_norm_and_bias`` the 1-D tensors (biases, norm weights) get no weight decay.
-    ``adaptive`` follows the official ASAM code: a tensor is scaled by ``|θ|+eta`` only if its name
-    contains ``weight``, so biases are exempt (Kwon et al., ICML 2021).
+    ``adaptive_tensors="weights"`` follows the official ASAM code: a tensor is scaled by ``|θ|+eta``
+    only if its name contains ``weight``, so biases are exempt (Kwon et al., ICML 2021); ``"all"``
+    scales every tensor, as the widely copied single-file ASAM does.
     """
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = weight_decay if decay_norm_and_bias or param.ndim > 1 else 0.0
-        groups.setdefault((decay, "weight" in name), []).append(param)
+        groups.setdefault((decay, adaptive_tensors == "all" or "weight" in name), []).append(param)
     return [{"params": params, "weight_decay": decay, "adaptive": adaptive}
             for (decay, adaptive), params in groups.items()]
 
@@ -66,7 +68,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
     optimizer ``cfg.base``; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The
     result follows the ``step(closure)`` contract.
     """
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.get("adaptive_tensors", "weights"))
     if cfg.name in BASE_OPTIMIZERS:
         optimizer = BASE_OPTIMIZERS[cfg.name](groups, **base_kwargs(cfg, cfg.name))
     elif cfg.name in METHODS:

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from flatmin.optim import SAM, build_optimizer
+from tests.conftest import make_config
 from tests.optim.common import (assert_params_equal, batches, closure_for, combine, grad, mlp, norm, parameters,
                                 sgd_step)
 
@@ -77,6 +78,20 @@ def test_single_file_asam_is_eta_zero_with_every_tensor_adaptive():
     perturbed = {n: theta[n] + 2.0 * theta[n] ** 2 * g[n] / scaled_norm for n in theta}
     optimizer.step(closure_for(model, optimizer, x, y, []))
     assert_params_equal(model, combine((1.0, theta), (-0.1, grad(model, perturbed, x, y))))
+
+
+def test_single_file_asam_from_the_config_scales_every_tensor(tmp_path):
+    cfg = make_config(tmp_path, "optimizer=asam", "optimizer.rho=2.0", "optimizer.eta=0", "optimizer.momentum=0",
+                      "optimizer.weight_decay=0", "optimizer.adaptive_tensors=all").optimizer
+    from_config, from_class = mlp(), mlp()
+    optimizer = build_optimizer(cfg, from_config)
+    assert all(group["adaptive"] for group in optimizer.param_groups)
+    reference = SAM(from_class.parameters(), torch.optim.SGD, rho=2.0, adaptive=True, eta=0.0, lr=0.1)
+    x, y = batches(1)[0]
+    optimizer.step(closure_for(from_config, optimizer, x, y, []))
+    reference.step(closure_for(from_class, reference, x, y, []))
+    for p, q in zip(from_config.parameters(), from_class.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_param_groups_are_shared_with_the_base_optimizer_instance():
