@@ -1,7 +1,7 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install test test-slow demo bench clean
+.PHONY: help install test test-slow demo bench study clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ demo: ## the quick start: train the default small CNN on digits (about a minute 
 bench: ## optimizer step cost as a ratio to SGD, then training throughput per loader (docs/benchmarks.md)
 	$(PYTHON) scripts/bench_optim.py
 	$(PYTHON) scripts/bench.py
+
+study: ## the CPU study (< 15 min): matrix sensing, digits with 40% label noise; tables and plots in docs/study/
+	$(PYTHON) -m flatmin.studies.matrix_sensing --out docs/study
+	rm -rf outputs/study/digits_label_noise
+	$(PYTHON) train.py -m experiment=study_digits_label_noise hydra.sweep.dir=outputs/study/digits_label_noise
+	$(PYTHON) -m flatmin.report outputs/study/digits_label_noise --out docs/study
 
 clean: ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache
