@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import tempfile
 import time
@@ -136,17 +137,23 @@ def main() -> None:
     parser.add_argument("--loaders", nargs="+", default=None, help="gpu and/or torch (default: both on CUDA, "
                                                                     "torch on the CPU)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the torch loader")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers of the torch loader (default: up to 4)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on for CUDA")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--train-images", type=int, default=50_000, help="size of the synthetic training split")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 5 on the CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 5 on CUDA, 2 on the CPU)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="size of the synthetic training split (default: 50,000 on CUDA, 5,000 on the CPU)")
     parser.add_argument("--data-dir", help="a folder holding cifar-10-batches-py/ (else synthetic data)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    args.channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    on_gpu = device.type == "cuda"
+    args.channels_last = on_gpu if args.channels_last is None else args.channels_last
+    args.steps = args.steps or (20 if on_gpu else 5)
+    args.warmup = args.warmup or (5 if on_gpu else 2)
+    args.train_images = args.train_images or (50_000 if on_gpu else 5_000)
     loaders = args.loaders or (["gpu", "torch"] if device.type == "cuda" else ["torch"])
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
