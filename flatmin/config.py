@@ -194,11 +194,6 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _lookup(cfg: DictConfig, key: str) -> Any:
-    value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
-    return value
-
-
 def validate(cfg: DictConfig, prefix: str = "") -> None:
     """Check every value of ``cfg`` that ``RULES`` knows (only the keys starting with ``prefix``,
     when given); raise ``ConfigError`` on the first bad one.
@@ -216,7 +211,7 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
                           "together (e.g. model=bert for the GLUE datasets).") from error
     for rule in (rule for rule in RULES if rule.key.startswith(prefix)):
         try:
-            value = _lookup(cfg, rule.key)
+            value = OmegaConf.select(cfg, rule.key, default=_MISSING, throw_on_missing=False)
         except Exception as error:  # an interpolation that does not resolve
             raise ConfigError(f"{rule.key} could not be resolved: {error}") from error
         if value is _MISSING:

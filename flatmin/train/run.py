@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.config import validate
 from flatmin.data import DataSplits, build_dataset, make_loaders
+from flatmin.data.metrics import Task
 from flatmin.errors import FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_hyper_schedule, build_optimizer
@@ -28,7 +29,6 @@ from flatmin.sharpness import measure_run, select_parameters
 from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.distributed import Replica, init_replica, replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
-from flatmin.data.metrics import Task
 from flatmin.train.precision import resolve_device, resolve_precision
 from flatmin.train.schedulers import build_scheduler
 from flatmin.train.seeding import seed_everything

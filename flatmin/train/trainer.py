@@ -30,12 +30,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from flatmin.data import Loaders
+from flatmin.data.metrics import CLASSIFICATION, Task
 from flatmin.errors import CheckpointError
 from flatmin.optim import HyperparameterSchedule
 from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
 from flatmin.train.distributed import Replica, barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
-from flatmin.data.metrics import CLASSIFICATION, Task
 from flatmin.train.precision import LossScaler, autocast
 from flatmin.train.seeding import rng_state, set_rng_state
 from flatmin.train.step import Stepper
