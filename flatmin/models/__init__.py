@@ -3,10 +3,10 @@ dataset's ``num_classes`` and ``in_channels`` by interpolation, so the resolved 
 exactly what was built.
 
 CIFAR-stem networks (32x32 inputs): :class:`CifarResNet` (ResNet-18/34/50), :func:`preact_resnet18`,
-:func:`wide_resnet` (WRN-16-8, WRN-28-10), :class:`PyramidNet` (PyramidNet-110). Pretrained
-factories, imported only when a config names them (timm and transformers take seconds to import):
-``timm_factory.create_timm_model`` (any timm model, the NSO ResNet-34) and
-``hf_factory.SequenceClassifier`` (BERT-family models from transformers).
+:func:`wide_resnet` (WRN-16-8, WRN-28-10), :class:`PyramidNet` (PyramidNet-110; PyramidNet-272 with
+or without ShakeDrop). Pretrained factories, imported only when a config names them (timm and
+transformers take seconds to import): ``timm_factory.create_timm_model`` (any timm model, the NSO
+ResNet-34) and ``hf_factory.SequenceClassifier`` (BERT-family models from transformers).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from tests.conftest import CONF, make_config
 DATASET_OF = {
     "small_cnn": "digits", "resnet18": "cifar10", "resnet34": "cifar100", "resnet50": "cifar10",
     "preact_resnet18": "cifar10", "wrn16_8": "cifar10", "wrn28_10": "cifar100", "pyramidnet110": "cifar10",
+    "pyramidnet272": "cifar100", "pyramidnet272_shakedrop": "cifar10",
     "timm": "cars", "resnet34_imagenet": "aircraft", "bert": "glue/mnli",
 }
 
@@ -97,8 +98,10 @@ def millions(model: torch.nn.Module) -> str:
 
 
 @pytest.mark.parametrize(("name", "published"), [("resnet18", "11.2M"), ("preact_resnet18", "11.2M"),
-                                                 ("wrn28_10", "36.5M"), ("wrn16_8", "11.0M")])
+                                                 ("wrn28_10", "36.5M"), ("wrn16_8", "11.0M"),
+                                                 ("pyramidnet110", "28.5M"), ("pyramidnet272", "26.2M")])
 def test_parameter_counts_match_the_published_ones(tmp_path: Path, name: str, published: str):
+    """The PyramidNet paper lists 28.3M and 26.0M: the authors' code, which this follows, gives 28.5M and 26.2M."""
     cfg = make_config(tmp_path, f"model={name}", "dataset=cifar10")
     assert millions(build_model(cfg.model)) == published
 
@@ -107,3 +110,37 @@ def test_wide_resnet_dropout_option(tmp_path: Path):
     cfg = make_config(tmp_path, "model=wrn16_8", "dataset=cifar10", "model.dropout=0.3")
     dropouts = [m.p for m in build_model(cfg.model).modules() if isinstance(m, torch.nn.Dropout)]
     assert len(dropouts) == 6 and set(dropouts) == {0.3}
+
+
+def test_shakedrop_survival_decays_linearly_to_p_L_and_eval_scales_by_it(tmp_path: Path):
+    model = build_model(make_config(tmp_path, "model=pyramidnet272_shakedrop", "dataset=cifar10").model)
+    survivals = [block.shakedrop.survival for block in model.blocks]
+    assert len(survivals) == 90
+    assert survivals[-1] == pytest.approx(0.5) and survivals[0] == pytest.approx(1 - 0.5 / 90)
+    assert all(a > b for a, b in zip(survivals, survivals[1:]))
+    shakedrop = model.blocks[44].shakedrop.eval()
+    residual = torch.randn(4, 3, 2, 2)
+    assert torch.equal(shakedrop(residual), residual * survivals[44])
+
+
+def test_shakedrop_in_training_scales_forward_by_b_plus_alpha_and_backward_by_b_plus_beta():
+    from flatmin.models.pyramidnet import ShakeDrop
+
+    torch.manual_seed(0)
+    ones = torch.ones(256, 1, 1, 1)
+    kept = ShakeDrop(survival=1.0).train()           # b = 1 always: the identity both ways
+    residual = ones.clone().requires_grad_()
+    kept(residual).sum().backward()
+    assert torch.equal(kept(ones), ones) and torch.equal(residual.grad, ones)
+
+    dropped = ShakeDrop(survival=0.0).train()        # b = 0 always: alpha ~ U[-1, 1] forward, beta ~ U[0, 1] back
+    residual = ones.clone().requires_grad_()
+    forward_factor = dropped(residual)
+    forward_factor.sum().backward()
+    alpha, beta = forward_factor.detach().flatten(), residual.grad.flatten()
+    assert alpha.min() < -0.5 and alpha.max() > 0.5 and alpha.abs().max() <= 1
+    assert beta.min() >= 0 and beta.max() <= 1 and beta.min() < 0.1 and beta.max() > 0.9
+    assert len(set(alpha.tolist())) == 256           # one alpha per example
+
+    gates = [torch.equal(ShakeDrop(survival=0.7).train()(ones), ones) for _ in range(2000)]
+    assert sum(gates) / len(gates) == pytest.approx(0.7, abs=0.04)   # b ~ Bernoulli(p_l), one per batch

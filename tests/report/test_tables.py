@@ -10,6 +10,7 @@ import pytest
 from flatmin.report.published import PAPER_TABLES, SAM_CIFAR_WRN28
 from flatmin.report.runs import find_runs
 from flatmin.report.tables import build_sections
+from tests.conftest import CONF
 from tests.report.conftest import completed, write_run
 
 T_975_DF2, T_975_DF1 = 4.302652729749464, 12.706204736174698
@@ -97,6 +98,16 @@ def test_published_tables_cover_the_experiments_and_only_known_cells():
         assert all(row in rows and column in columns for row, column in table.published), table.title
     glue = next(table for table in PAPER_TABLES if table.experiment == "tracer_glue")
     assert len(glue.published) == 13 and glue.published[("AdamW (bert-base reference)", "MRPC F1")] == 89.47
+
+
+def test_every_model_dataset_and_method_a_table_selects_is_a_config_option():
+    groups = {"model": "model", "dataset": "dataset", "method": "optimizer"}
+    for table in PAPER_TABLES:
+        for heading in table.rows + table.columns:
+            for key, group in groups.items():
+                accepted = heading.match.get(key, ())
+                for option in accepted if isinstance(accepted, tuple) else (accepted,):
+                    assert (CONF / group / f"{option}.yaml").is_file(), f"{table.title}: {key}={option}"
 
 
 def glue_summary(accuracy: float, f1: float) -> dict:
