@@ -171,7 +171,7 @@ def generic_table(title: str, groups: Sequence[Group]) -> Table:
 def detail_metrics(groups: Sequence[Group]) -> list[Metric]:
     """Every metric some run of ``groups`` has: test metrics of the final and best-validation
     models, validation metrics (every validation split's) of the final and the best epoch, and the
-    Hessian trace and λ_max."""
+    Hessian trace, λ_max and m-sharpness."""
     found: dict[tuple[str, ...], Metric] = {}
     for run in (run for group in groups for run in group.runs):
         for model, name in MODEL_NAMES.items():
@@ -181,7 +181,7 @@ def detail_metrics(groups: Sequence[Group]) -> list[Metric]:
             for key in run.summary.get(record) or {}:
                 if key.startswith("val"):
                     found.setdefault((record, key), _scaled(f"{key}, {name}", (record, key)))
-        for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max")):
+        for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max"), ("m_sharpness", "m-sharpness")):
             if key in (run.summary.get("sharpness") or {}):
                 found.setdefault(("sharpness", key), Metric(label, ("sharpness", key), digits=None))
     order = {("test", "last"): 0, ("test", "best_val"): 1, ("final",): 2, ("best_val",): 3, ("sharpness",): 4}

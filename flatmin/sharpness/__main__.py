@@ -33,6 +33,11 @@ OPTION_HELP = {
     "params": "all, conv_and_head, or a regular expression on parameter names",
     "aggregate": "batch_mean (mean of per-batch estimates, the NSO release) or subset (the subset's Hessian)",
     "seed": "seed of the subset and of the random vectors",
+    "m_rho": "radius of adaptive m-sharpness (0: not measured)",
+    "m": "examples per m-sharpness batch",
+    "m_samples": "examples in the m-sharpness subset",
+    "m_steps": "gradient-ascent steps per m-sharpness batch",
+    "m_norm": "adaptive or l2 ball for m-sharpness",
 }
 
 
@@ -88,6 +93,8 @@ def describe(result: dict[str, Any]) -> str:
         f"  Hessian trace (Hutchinson, <= {result['max_iter']} vectors, tol {result['tol']:g}): {result['trace']:.6g}",
         f"  top-{len(result['eigenvalues'])} eigenvalues (power iteration, <= {result['max_iter']} iterations each): "
         f"{eigenvalues}",
+        *([f"  {result['m_norm']} m-sharpness (rho {result['m_rho']:g}, m {result['m']}, n {result['m_samples']}, "
+           f"{result['m_steps']} ascent steps): {result['m_sharpness']:.6g}"] if "m_sharpness" in result else []),
         f"  time: {result['time_s']:.1f} s",
     ])
 

@@ -9,6 +9,9 @@ each mini-batch's Hessian, averaged over the mini-batches (``aggregate="batch_me
 (PyHessian's full-dataset mode, Yao et al., 2020); the traces agree in expectation, the
 eigenvalues do not (the mean of per-batch λ_max is at least the λ_max of the mean Hessian).
 
+Optionally (``m_rho > 0``), adaptive m-sharpness (``m_sharpness.py``; reproduction.md: n = 1024,
+m = 128) over the same parameters, also in eval mode and fp32.
+
 Nothing is changed by a measurement: parameters, ``.grad``, BatchNorm statistics, module modes
 and the global random generators are as they were before.
 """
@@ -34,6 +37,7 @@ from flatmin.data.splits import DataSplits
 from flatmin.errors import ConfigError
 from flatmin.sharpness.hessian import (LossFn, batch_hessian, hutchinson_trace, subset_hessian, to_device,
                                        top_eigenvalues)
+from flatmin.sharpness.m_sharpness import m_sharpness
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class SharpnessOptions:
     params: str = "all"            # all | conv_and_head | a regular expression on parameter names
     aggregate: str = "batch_mean"  # batch_mean (NSO release) | subset (PyHessian full-dataset mode)
     seed: int = 0                  # picks the subset and the random vectors
+    m_rho: float = 0.0             # radius of (adaptive) m-sharpness; 0: not measured
+    m: int = 128                   # examples per m-sharpness batch
+    m_samples: int = 1024          # examples in m-sharpness's fixed subset (n)
+    m_steps: int = 20              # gradient-ascent steps per batch
+    m_norm: str = "adaptive"       # adaptive (the ball ‖δ / |w|‖ ≤ rho) | l2 (‖δ‖ ≤ rho)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> SharpnessOptions:
@@ -125,7 +134,8 @@ def measure_sharpness(model: nn.Module, dataset: Dataset, options: SharpnessOpti
 
     Returns a JSON-ready dict: ``trace``, ``eigenvalues`` (largest first), ``lambda_max``, the
     options, the subset actually used (``samples``, ``batches``), the number of parameters the
-    Hessian is taken over and ``time_s``.
+    Hessian is taken over and ``time_s``; with ``m_rho > 0`` also ``m_sharpness`` (over its own
+    subset of ``m_samples`` examples in batches of ``m``, same parameters and seed).
     """
     started = time.perf_counter()
     params = [p for _, p in select_parameters(model, options.params)]
@@ -147,7 +157,12 @@ def measure_sharpness(model: nn.Module, dataset: Dataset, options: SharpnessOpti
                 batch_eigenvalues = top_eigenvalues(hvp, params, options.top_k, **estimate)
                 eigenvalues = [total + weight * value for total, value in zip(eigenvalues, batch_eigenvalues)]
                 del hvp  # frees this batch's gradient graph before the next one is built
-    return {"trace": trace, "lambda_max": eigenvalues[0], "eigenvalues": eigenvalues, **asdict(options),
+        extra = {}
+        if options.m_rho > 0:
+            m_batches = fixed_subset_batches(dataset, options.m_samples, options.m, options.seed, collate_fn)
+            extra["m_sharpness"] = m_sharpness(model, loss_fn, m_batches, params, device, options.m_rho,
+                                               options.m_steps, options.m_norm, generator)
+    return {"trace": trace, "lambda_max": eigenvalues[0], "eigenvalues": eigenvalues, **extra, **asdict(options),
             "samples": samples, "batches": len(batches), "parameters": sum(p.numel() for p in params),
             "time_s": time.perf_counter() - started}
 

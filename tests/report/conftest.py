@@ -83,7 +83,8 @@ def synthetic_runs(tmp_path_factory, base_config) -> Path:
 
     digits = {"optimizer": "sgd", "dataset": "digits", "model": "small_cnn"}
     for seed, accuracy in enumerate((0.95, 0.97)):
-        sharpness = {"trace": 100.0 + 10 * seed, "lambda_max": 5.0 + seed, "eigenvalues": [5.0 + seed]}
+        sharpness = {"trace": 100.0 + 10 * seed, "lambda_max": 5.0 + seed, "eigenvalues": [5.0 + seed],
+                     "m_sharpness": 0.1 * (seed + 1)}
         write_run(root / "digits" / str(seed), base_config, {"seed": seed}, digits,
                   completed(accuracy, sharpness=sharpness), [{"epoch": 1, "train/loss": 1.0, "val/accuracy": 0.5}])
     write_run(root / "digits" / "2", base_config, {"seed": 2}, None,

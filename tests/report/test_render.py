@@ -40,7 +40,8 @@ def test_markdown_shows_the_numbers_in_the_papers_layout(report):
     assert "- Published: mean of 5 runs" in text
     assert "| sgd · digits · small_cnn | 95.00 ± 1.41 [82.29, 107.71] (n=2) |" not in text  # best-val model differs
     assert "| sgd | 96.00 ± 1.41 [83.29, 108.71] (n=2) |" in text
-    assert "| 5.5 ± 0.7071 [-0.8531, 11.85] (n=2) | 105 ± 7.071 [41.47, 168.5] (n=2) |" in text
+    assert ("| 5.5 ± 0.7071 [-0.8531, 11.85] (n=2) | 0.15 ± 0.07071 [-0.4853, 0.7853] (n=2) "
+            "| 105 ± 7.071 [41.47, 168.5] (n=2) |") in text
 
 
 def test_markdown_lists_the_runs_not_included(report, synthetic_runs: Path):

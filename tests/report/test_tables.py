@@ -64,11 +64,12 @@ def test_the_detail_table_has_every_metric_including_sharpness(sections):
     assert detail.columns == ["test/accuracy, final model (%)", "test/loss, final model",
                               "test/accuracy, best-validation model (%)", "test/loss, best-validation model",
                               "val/accuracy, final epoch (%)", "val/accuracy, best epoch (%)", "val/loss, best epoch",
-                              "λ_max", "Hessian trace"]
+                              "λ_max", "m-sharpness", "Hessian trace"]
     row = "sgd · digits · small_cnn"
     assert detail.entries[(row, "test/accuracy, final model (%)")].ours.mean == pytest.approx(96.0)
     trace = detail.entries[(row, "Hessian trace")].ours
     assert (trace.mean, trace.std) == (pytest.approx(105.0), pytest.approx(math.sqrt(50)))
+    assert detail.entries[(row, "m-sharpness")].ours.mean == pytest.approx(0.15)
 
 
 def test_hessian_tables_are_in_the_papers_units(tmp_path: Path, base_config):

@@ -52,9 +52,11 @@ def test_the_command_line_remeasures_the_checkpoint(measured_run: Path, tmp_path
 
 
 def test_options_and_checkpoint_files_on_the_command_line(measured_run: Path, capsys):
-    assert main([str(measured_run / "best.pt"), "--top-k", "1", "--samples", "32", "--params", "conv_and_head"]) == 0
+    assert main([str(measured_run / "best.pt"), "--top-k", "1", "--samples", "32", "--params", "conv_and_head",
+                 "--m-rho", "0.05", "--m", "50", "--m-samples", "100", "--m-steps", "3"]) == 0
     printed = capsys.readouterr().out
     assert "best.pt" in printed and "top-1 eigenvalues" in printed
+    assert "adaptive m-sharpness (rho 0.05, m 50, n 100, 3 ascent steps): " in printed
     assert "32 training examples (seed 0) in 1 batches" in printed and "parameters: conv_and_head" in printed
 
 
@@ -74,7 +76,9 @@ def corrupt_copy(run_dir: Path, tmp_path: Path) -> Path:
     (lambda run_dir, tmp: [str(run_dir), "--aggregate", "max"],
      "trainer.sharpness_aggregate must be one of batch_mean, subset (got 'max')."),
     (lambda run_dir, tmp: [str(run_dir), "--params", "nothing"], "selects no trainable parameter of SmallCNN"),
-], ids=["missing", "corrupt", "top-k", "aggregate", "params"])
+    (lambda run_dir, tmp: [str(run_dir), "--m-norm", "linf"],
+     "trainer.sharpness_m_norm must be one of adaptive, l2 (got 'linf')."),
+], ids=["missing", "corrupt", "top-k", "aggregate", "params", "m-norm"])
 def test_bad_input_is_one_sentence_and_exit_status_2(measured_run: Path, tmp_path: Path, capsys, arguments, sentence):
     assert main(arguments(measured_run, tmp_path)) == 2
     lines = capsys.readouterr().err.strip().splitlines()
