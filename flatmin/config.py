@@ -175,6 +175,7 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.log_every_n_steps", positive_int, "a positive integer"),
     Rule("trainer.limit_train_batches", optional(positive_int), "null or a positive integer"),
     Rule("trainer.limit_eval_batches", optional(positive_int), "null or a positive integer"),
+    Rule("trainer.test_every_epoch", boolean, "true or false"),
     Rule("trainer.resume", resume_target, "null, auto, or the path of an existing checkpoint or run directory"),
     Rule("trainer.sharpness", boolean, "true or false"),
     Rule("trainer.sharpness_samples", positive_int, "a positive integer"),

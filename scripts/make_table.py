@@ -1,6 +1,6 @@
 """Tables and plots from run directories: the same as ``python -m flatmin.report``.
 
-    python scripts/make_table.py outputs/multiruns/<stamp> [--format md|latex|csv] [--out DIR]
+    python scripts/make_table.py outputs/multiruns/<stamp> [--format md|latex|csv] [--out DIR] [--best-on-test]
 """
 
 import sys

@@ -88,6 +88,7 @@ INVALID = [
     (["dataset.label_noise.mode=pairs"], "dataset.label_noise.mode must be symmetric or asymmetric (got 'pairs')."),
     (["dataset=cifar10", "dataset.augment.policy=trivial"],
      "dataset.augment.policy must be null, autoaugment or randaugment (got 'trivial')."),
+    (["trainer.test_every_epoch=yes"], "trainer.test_every_epoch must be true or false (got 'yes')."),
     (["trainer.sharpness=yes"], "trainer.sharpness must be true or false (got 'yes')."),
     (["trainer.sharpness_samples=0"], "trainer.sharpness_samples must be a positive integer (got 0)."),
     (["trainer.sharpness_tol=-1e-3"], "trainer.sharpness_tol must be a number >= 0 (got -0.001)."),

@@ -1,4 +1,4 @@
-"""``python -m flatmin.report <sweep or run dirs…> [--format md|latex|csv] [--out DIR]``.
+"""``python -m flatmin.report <sweep or run dirs…> [--format md|latex|csv] [--out DIR] [--best-on-test]``.
 
 Prints the report to stdout; with ``--out`` also writes it (``report.md``, ``report.tex`` or
 ``report.csv`` plus ``not_included.csv``) and the figures there. Failed and unfinished runs are
@@ -29,13 +29,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="sweep or run directories, searched recursively")
     parser.add_argument("--format", choices=tuple(EXTENSIONS), default="md", help="output format (default: md)")
     parser.add_argument("--out", type=Path, help="also write the report and the figures (PNG) to this directory")
+    parser.add_argument("--best-on-test", action="store_true",
+                        help="also show each run's best epoch on the test split (trainer.test_every_epoch), "
+                             "labelled as selected on test, as GAM's released script reports it")
     args = parser.parse_args(argv)
     try:
         runs = find_runs(args.paths)
     except FlatminError as error:
         print(f"flatmin.report: error: {error}", file=sys.stderr)
         return 2
-    sections = build_sections(runs)
+    sections = build_sections(runs, args.best_on_test)
     sources = [str(path) for path in args.paths]
     text = {"md": lambda: markdown(sections, runs, sources), "latex": lambda: latex(sections, runs, sources),
             "csv": lambda: csv_cells(sections)}[args.format]()

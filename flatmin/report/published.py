@@ -5,12 +5,13 @@ A row or column selects runs by ``match``: each key is a facet of a run (``metho
 ``model``, ``experiment``: the Hydra choices) or a dotted config key (``optimizer.rho``); a value
 is the one accepted, or a tuple of accepted values. A cell holds the runs its row and column both
 select. A number that nobody here has is left out of ``published`` (the cell stays empty and the
-table's notes say why): never fill one in.
+table's notes say why): never fill one in. A table whose metric is selected on the test split
+(GAM's best epoch on test) is shown only when asked (``--best-on-test``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 # The SAM paper's augmentations as dataset settings (conf/dataset_common/cifar.yaml): "basic" is
@@ -19,6 +20,9 @@ AUGMENTATIONS = {"basic": {"dataset.augment.policy": None, "dataset.augment.cuto
                  "cutout": {"dataset.augment.policy": None, "dataset.augment.cutout": (8, 16)},
                  "autoaugment": {"dataset.augment.policy": "autoaugment"}}
 LABEL_NOISE = "dataset.label_noise.rate"
+# summary.json's best epoch on the test split (trainer.test_every_epoch), and how a metric of it is named.
+BEST_TEST_RECORD = "best_test_over_epochs"
+BEST_EPOCH_ON_TEST = "best epoch on test (selected on test, as GAM's released script)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class Metric:
 
     def format(self, value: float) -> str:
         return f"{value:.4g}" if self.digits is None else f"{value:.{self.digits}f}"
+
+    @property
+    def selected_on_test(self) -> bool:
+        """Whether the number is of the epoch chosen on the test split (shown only when asked)."""
+        return self.path[0] == BEST_TEST_RECORD
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,9 @@ def accuracy_percent(model: str) -> Metric:
     """Test accuracy (%) of the ``last`` or ``best_val`` model."""
     return Metric(f"test accuracy (%), {MODEL_NAMES[model]}", ("test", model, "test/accuracy"), 100.0)
 
+
+#: Test accuracy (%) of the best epoch on test (``trainer.test_every_epoch``): selected on test.
+BEST_ON_TEST_ACCURACY = Metric(f"test accuracy (%), {BEST_EPOCH_ON_TEST}", (BEST_TEST_RECORD, "test/accuracy"), 100.0)
 
 #: Validation (for GLUE: dev) accuracy of the final epoch, for datasets without a labelled test split.
 FINAL_DEV_ACCURACY = Metric("validation accuracy (%), final epoch", ("final", "val/accuracy"), 100.0)
@@ -135,7 +147,15 @@ GAM_CIFAR = PaperTable(
                for method_name, method in (("SGD", "sgd"), ("SAM", "sam"), ("GAM", "gam"))),
     columns=(Heading("CIFAR-10", {"dataset": "cifar10"}), Heading("CIFAR-100", {"dataset": "cifar100"})),
     notes=("Published numbers: not available here.",
-           "The released script reports the best test accuracy over epochs; this table is the final model's."),
+           "The released script reports the best test accuracy over epochs; this table is the final model's "
+           "(--best-on-test adds that number, selected on test, as a table of its own)."),
+)
+GAM_CIFAR_BEST_ON_TEST = replace(
+    GAM_CIFAR, metric=BEST_ON_TEST_ACCURACY,
+    notes=("Published numbers: not available here.",
+           "Each run's best test accuracy over epochs (trainer.test_every_epoch), as the released script reports "
+           "it: the epoch is selected on the test split, so the number is optimistic; the final model's table is "
+           "the unbiased one."),
 )
 
 # -- NSO: Li, Ju & Zhang, arXiv 2306.08553 --------------------------------------------------------
@@ -234,5 +254,6 @@ TRACER_LABEL_NOISE_CIFAR = PaperTable(
     notes=("Protocol and numbers: not available here; this is the nearest standard protocol.",),
 )
 
-PAPER_TABLES: tuple[PaperTable, ...] = (SAM_CIFAR_WRN28, SAM_CIFAR_WRN16, GAM_CIFAR, NSO_FINETUNE, NSO_LAMBDA_MAX,
-                                        NSO_TRACE, NSO_GLUE_MRPC, TRACER_LABEL_NOISE_CIFAR, TRACER_GLUE)
+PAPER_TABLES: tuple[PaperTable, ...] = (SAM_CIFAR_WRN28, SAM_CIFAR_WRN16, GAM_CIFAR, GAM_CIFAR_BEST_ON_TEST,
+                                        NSO_FINETUNE, NSO_LAMBDA_MAX, NSO_TRACE, NSO_GLUE_MRPC,
+                                        TRACER_LABEL_NOISE_CIFAR, TRACER_GLUE)

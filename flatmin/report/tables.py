@@ -4,6 +4,8 @@ Runs with the same settings (``Run.settings``: the resolved config without the s
 logging) form a :class:`Group`. Each experiment (the Hydra ``experiment`` choice) gets its
 papers' tables (``published.py``), a generic table (rows = method, columns = dataset) of the
 configurations those tables do not place, and a detail table of every configuration and metric.
+Numbers selected on the test split (``trainer.test_every_epoch``) are left out unless asked for
+(``best_on_test``).
 
 When several configurations fall into one cell of a layout (a sweep over rho, the baseline at
 twice the epochs), each gets its own line, labelled with the settings that tell them apart.
@@ -15,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from flatmin.report.published import FINAL_DEV_ACCURACY, MODEL_NAMES, PAPER_TABLES, Heading, Metric, accuracy_percent
+from flatmin.report.published import (BEST_EPOCH_ON_TEST, BEST_TEST_RECORD, FINAL_DEV_ACCURACY, MODEL_NAMES,
+                                      PAPER_TABLES, Heading, Metric, accuracy_percent)
 from flatmin.report.runs import Run
 from flatmin.report.stats import Summary, summarise
 
@@ -168,24 +171,28 @@ def generic_table(title: str, groups: Sequence[Group]) -> Table:
     return table
 
 
-def detail_metrics(groups: Sequence[Group]) -> list[Metric]:
+def detail_metrics(groups: Sequence[Group], best_on_test: bool = False) -> list[Metric]:
     """Every metric some run of ``groups`` has: test metrics of the final and best-validation
-    models, validation metrics (every validation split's) of the final and the best epoch, and the
-    Hessian trace, λ_max and m-sharpness."""
+    models (and, with ``best_on_test``, of the best epoch on test), validation metrics (every
+    validation split's) of the final and the best epoch, and the Hessian trace, λ_max and m-sharpness."""
+    records = [("final", "final epoch", "val"), ("best_val", "best epoch", "val")]
+    if best_on_test:
+        records.append((BEST_TEST_RECORD, BEST_EPOCH_ON_TEST, "test"))
     found: dict[tuple[str, ...], Metric] = {}
     for run in (run for group in groups for run in group.runs):
         for model, name in MODEL_NAMES.items():
             for key in (run.summary.get("test") or {}).get(model) or {}:
                 found.setdefault(("test", model, key), _scaled(f"{key}, {name}", ("test", model, key)))
-        for record, name in (("final", "final epoch"), ("best_val", "best epoch")):
+        for record, name, prefix in records:
             for key in run.summary.get(record) or {}:
-                if key.startswith("val"):
+                if key.startswith(prefix):
                     found.setdefault((record, key), _scaled(f"{key}, {name}", (record, key)))
         for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max"), ("m_sharpness", "m-sharpness")):
             if key in (run.summary.get("sharpness") or {}):
                 found.setdefault(("sharpness", key), Metric(label, ("sharpness", key), digits=None))
-    order = {("test", "last"): 0, ("test", "best_val"): 1, ("final",): 2, ("best_val",): 3, ("sharpness",): 4}
-    return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 5)), m.path))
+    order = {("test", "last"): 0, ("test", "best_val"): 1, (BEST_TEST_RECORD,): 2, ("final",): 3, ("best_val",): 4,
+             ("sharpness",): 5}
+    return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 6)), m.path))
 
 
 def _scaled(label: str, path: tuple[str, ...]) -> Metric:
@@ -195,25 +202,27 @@ def _scaled(label: str, path: tuple[str, ...]) -> Metric:
     return Metric(f"{label} ({unit})", path, scale=100.0)
 
 
-def detail_table(groups: Sequence[Group]) -> Table:
+def detail_table(groups: Sequence[Group], best_on_test: bool = False) -> Table:
     """Every configuration (row) and every metric (column)."""
-    metrics = detail_metrics(groups)
+    metrics = detail_metrics(groups, best_on_test)
     entries = {(group.label, metric.label): Entry(group.summarise(metric)) for group in groups for metric in metrics}
     return Table("Every configuration", [group.label for group in groups], [metric.label for metric in metrics],
                  {metric.label: metric for metric in metrics},
                  {cell: entry for cell, entry in entries.items() if entry.ours is not None}, corner="configuration")
 
 
-def build_sections(runs: Iterable[Run]) -> list[Section]:
+def build_sections(runs: Iterable[Run], best_on_test: bool = False) -> list[Section]:
     """One section per experiment: the papers' tables, the configurations they leave out, the details.
-    Experiments with paper tables come first, in ``PAPER_TABLES`` order; runs without one come last."""
+    Experiments with paper tables come first, in ``PAPER_TABLES`` order; runs without one come last.
+    ``best_on_test`` adds the numbers selected on the test split (``trainer.test_every_epoch``)."""
     grouped = group_runs(runs)
     known = list(dict.fromkeys(table.experiment for table in PAPER_TABLES))
     order = sorted(grouped, key=lambda e: (e is None, known.index(e) if e in known else len(known), str(e)))
     sections = []
     for experiment in order:
         section = Section(experiment, grouped[experiment])
-        papers = [paper for paper in PAPER_TABLES if paper.experiment == experiment]
+        papers = [paper for paper in PAPER_TABLES
+                  if paper.experiment == experiment and (best_on_test or not paper.metric.selected_on_test)]
         outside = {id(group) for group in section.groups}
         for paper in papers:
             table, unplaced = lay_out(f"{paper.title}: {paper.metric.label}", paper.metric, paper.rows,
@@ -223,6 +232,6 @@ def build_sections(runs: Iterable[Run]) -> list[Section]:
         if outside:
             prefix = "Configurations outside the paper's layout: " if papers else ""
             section.tables.append(generic_table(prefix, [group for group in section.groups if id(group) in outside]))
-        section.tables.append(detail_table(section.groups))
+        section.tables.append(detail_table(section.groups, best_on_test))
         sections.append(section)
     return sections

@@ -4,8 +4,10 @@ Per epoch it trains on every micro-batch (``Stepper`` drives ``optimizer.step(cl
 evaluates on the validation split (and any extra evaluation split, e.g. MNLI mismatched) and
 writes ``last.pt`` (and ``best.pt`` when the monitored metric improved) atomically. At the end it
 evaluates the last and the best-validation models on the test split, when the dataset has one
-with labels, and writes ``summary.json``. Resuming from ``last.pt`` restores every generator,
-so on the CPU a resumed run continues bit for bit.
+with labels, and writes ``summary.json``. With ``trainer.test_every_epoch`` it also evaluates the
+test split after every epoch and keeps the best such epoch (selected on test, as GAM's released
+script does: only for reproducing such numbers). Resuming from ``last.pt`` restores every
+generator, so on the CPU a resumed run continues bit for bit.
 
 A batch is ``(inputs, targets)``; ``inputs`` is a tensor or a dict of tensors (a tokenised text
 batch). The :class:`~flatmin.data.metrics.Task` says which loss to train with and which metrics
@@ -90,6 +92,10 @@ class Trainer:
         self.elapsed_s = 0.0
         self.last_record: dict[str, Any] = {}
         self.best: dict[str, Any] | None = None
+        self.best_test: dict[str, Any] | None = None   # trainer.test_every_epoch: the best epoch on test
+        self.test_every_epoch = cfg.test_every_epoch and loaders.test is not None  # where there is a test split
+        if cfg.test_every_epoch and not self.test_every_epoch:
+            log.warning("trainer.test_every_epoch is set but the dataset has no labelled test split: skipped")
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -101,12 +107,15 @@ class Trainer:
             val = self.evaluate(self.loaders.val, "val") if self.loaders.val is not None else {}
             for prefix, loader in self.loaders.extra_val.items():
                 val.update(self.evaluate(loader, prefix))
+            test = self._test_epoch() if self.test_every_epoch else {}
             self.epoch = epoch + 1
-            record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val}
+            record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val, **test}
             self.last_record = record
             self.loggers.log(record)
             log.info("epoch %d/%d %s", self.epoch, self.cfg.epochs, _format(record))
-            if self._improved(record):
+            if test and self._improved(test, self.best_test, monitored_on_test(self.cfg.monitor)):
+                self.best_test = {"epoch": self.epoch, **test}
+            if self._improved(record, self.best, self.cfg.monitor):
                 self.best = record
                 if self.replica.is_main:
                     save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
@@ -207,14 +216,21 @@ class Trainer:
             metrics["train/accuracy"] = correct / count
         return metrics
 
-    def _improved(self, record: dict[str, Any]) -> bool:
-        """Whether ``record`` beats the best so far on ``trainer.monitor`` (always, without val, or
-        when the best so far is NaN: a correlation of constant predictions)."""
-        if self.cfg.monitor not in record or self.best is None or math.isnan(self.best[self.cfg.monitor]):
+    def _improved(self, record: dict[str, Any], best: dict[str, Any] | None, key: str) -> bool:
+        """Whether ``record`` beats ``best`` on ``key`` in ``trainer.monitor_mode`` (always when
+        ``record`` lacks the key, i.e. without val, when there is no best yet, or when the best is
+        NaN: a correlation of constant predictions)."""
+        if key not in record or best is None or math.isnan(best[key]):
             return True
         if self.cfg.monitor_mode == "max":
-            return record[self.cfg.monitor] > self.best[self.cfg.monitor]
-        return record[self.cfg.monitor] < self.best[self.cfg.monitor]
+            return record[key] > best[key]
+        return record[key] < best[key]
+
+    def _test_epoch(self) -> dict[str, float]:
+        """This epoch's test metrics (``trainer.test_every_epoch``). Iterating a DataLoader draws its
+        base seed from torch's generator, so the generator is forked: the run trains as without."""
+        with torch.random.fork_rng(devices=[]):
+            return self.evaluate(self.loaders.test, "test")
 
     def _test(self) -> dict[str, dict[str, float]]:
         """Test metrics of the last model and of the best-validation model (from ``best.pt``); none
@@ -234,6 +250,7 @@ class Trainer:
         if self.device.type == "cuda":
             memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         micro_steps = max(1, self.stepper.micro_steps)
+        best_test = {"best_test_over_epochs": self.best_test} if self.best_test is not None else {}
         return {
             "status": "completed",
             "epochs": self.epoch,
@@ -241,6 +258,7 @@ class Trainer:
             "final": self.last_record,
             "best_val": self.best,
             "test": test,
+            **best_test,
             "passes_per_step": self.stepper.passes / micro_steps,
             "train_time_s": self.train_time_s,
             "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
@@ -261,9 +279,9 @@ class Trainer:
             "hyper_schedule": self.hyper_schedule.state_dict(),
             "stepper": self.stepper.state_dict(),
             "rng": gather_objects(rng_state(), self.replica),   # one entry per replica
-            "trainer": {"best": self.best, "last_record": self.last_record, "samples_seen": self.samples_seen,
-                        "train_time_s": self.train_time_s, "elapsed_s": self.elapsed_s,
-                        "wandb_run_id": self.loggers.wandb_run_id},
+            "trainer": {"best": self.best, "best_test": self.best_test, "last_record": self.last_record,
+                        "samples_seen": self.samples_seen, "train_time_s": self.train_time_s,
+                        "elapsed_s": self.elapsed_s, "wandb_run_id": self.loggers.wandb_run_id},
             "config": self.config,
         }
 
@@ -281,9 +299,15 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         trainer = state["trainer"]
         self.best, self.last_record = trainer["best"], trainer["last_record"]
+        self.best_test = trainer.get("best_test")      # absent from checkpoints made before the option
         self.samples_seen, self.train_time_s = trainer["samples_seen"], trainer["train_time_s"]
         self.elapsed_s = trainer["elapsed_s"]
         set_rng_state(state["rng"][self.replica.rank % len(state["rng"])])
+
+
+def monitored_on_test(monitor: str) -> str:
+    """The test counterpart of ``trainer.monitor``: ``val/accuracy`` → ``test/accuracy``."""
+    return "test/" + monitor.split("/", 1)[-1]
 
 
 def _format(record: dict[str, Any]) -> str:

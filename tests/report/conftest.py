@@ -40,14 +40,16 @@ def write_run(run_dir: Path, base: dict[str, Any], settings: dict[str, Any], cho
 
 
 def completed(test_accuracy: float, val_accuracy: float = 0.9, sharpness: dict[str, float] | None = None,
-              best_val_test_accuracy: float | None = None) -> dict[str, Any]:
-    """A completed run's summary.json."""
+              best_val_test_accuracy: float | None = None, best_on_test: float | None = None) -> dict[str, Any]:
+    """A completed run's summary.json (with the best epoch on test when ``best_on_test`` is given)."""
     summary = {"status": "completed", "final": {"val/accuracy": val_accuracy},
                "best_val": {"epoch": 2, "val/accuracy": val_accuracy, "val/loss": 0.3, "train/loss": 0.1},
                "test": {"last": {"test/accuracy": test_accuracy, "test/loss": 0.25},
                         "best_val": {"test/accuracy": best_val_test_accuracy or test_accuracy, "test/loss": 0.2}}}
     if sharpness:
         summary["sharpness"] = {**sharpness, "samples": 1000, "params": "all"}
+    if best_on_test is not None:
+        summary["best_test_over_epochs"] = {"epoch": 3, "test/loss": 0.15, "test/accuracy": best_on_test}
     return summary
 
 
@@ -90,4 +92,16 @@ def synthetic_runs(tmp_path_factory, base_config) -> Path:
     write_run(root / "digits" / "2", base_config, {"seed": 2}, None,
               {"status": "failed", "error": "RuntimeError: out of memory"})
     write_run(root / "digits" / "3", base_config, {"seed": 3}, None, None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def gam_runs(tmp_path_factory, base_config) -> Path:
+    """GAM on CIFAR-10 with ResNet-18, two seeds run with ``trainer.test_every_epoch``: final test
+    accuracies 0.95 and 0.94, best epochs on test 0.96 and 0.975."""
+    root = tmp_path_factory.mktemp("gam")
+    choices = {"experiment": "gam_cifar", "optimizer": "gam", "dataset": "cifar10", "model": "resnet18"}
+    for seed, (final, best) in enumerate(((0.95, 0.96), (0.94, 0.975))):
+        write_run(root / str(seed), base_config, {"seed": seed, "trainer.test_every_epoch": True}, choices,
+                  completed(final, best_on_test=best))
     return root

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flatmin.report.__main__ import main
+from flatmin.report.published import BEST_EPOCH_ON_TEST
 from tests.conftest import ROOT, run_cli
 
 
@@ -26,6 +27,16 @@ def test_formats_and_files(synthetic_runs: Path, tmp_path: Path, capsys):
                                                              "sam_cifar_wrn28_curves.png"}
     assert main([str(synthetic_runs / "sam_sweep"), "--format", "latex"]) == 0
     assert capsys.readouterr().out.startswith("% flatmin report")
+
+
+def test_best_on_test_prints_the_labelled_table_only_when_asked(gam_runs: Path, capsys):
+    assert main([str(gam_runs)]) == 0
+    assert BEST_EPOCH_ON_TEST not in capsys.readouterr().out
+    assert main([str(gam_runs), "--best-on-test"]) == 0
+    text = capsys.readouterr().out
+    table = text[text.index(f"### GAM (Zhang et al., CVPR 2023), CIFAR: test accuracy (%), {BEST_EPOCH_ON_TEST}"):]
+    assert "| ResNet-18 · GAM | 96.75 ± 1.06 " in table  # the mean over seeds of 96.0 and 97.5
+    assert f"| test/accuracy, {BEST_EPOCH_ON_TEST} (%) |" in text[text.index("### Every configuration"):]
 
 
 @pytest.mark.parametrize(("arguments", "sentence"), [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flatmin.report.published import PAPER_TABLES, SAM_CIFAR_WRN28
+from flatmin.report.published import BEST_EPOCH_ON_TEST, GAM_CIFAR, PAPER_TABLES, SAM_CIFAR_WRN28
 from flatmin.report.runs import find_runs
 from flatmin.report.tables import build_sections
 from tests.conftest import CONF
@@ -88,6 +88,26 @@ def test_hessian_tables_are_in_the_papers_units(tmp_path: Path, base_config):
     indoor = lambdas.entries[("MIT Indoor-67", "NSO")]
     assert (indoor.ours.mean, indoor.published) == (pytest.approx(0.65), 0.65)
     assert traces.entries[("MIT Indoor-67", "NSO")].ours.mean == pytest.approx(0.28)
+
+
+def test_the_best_epoch_on_test_is_shown_only_when_asked(gam_runs: Path):
+    runs = find_runs([gam_runs])
+    (plain,) = build_sections(runs)
+    assert [table.title for table in plain.tables] == [f"{GAM_CIFAR.title}: test accuracy (%), final model",
+                                                       "Every configuration"]
+    assert not any(metric.selected_on_test for table in plain.tables for metric in table.metrics.values())
+
+    final, best, detail = build_sections(runs, best_on_test=True)[0].tables
+    assert best.title == f"{GAM_CIFAR.title}: test accuracy (%), {BEST_EPOCH_ON_TEST}"
+    assert (best.rows, best.columns) == (final.rows, final.columns) == (["ResNet-18 · GAM"], ["CIFAR-10"])
+    cell = ("ResNet-18 · GAM", "CIFAR-10")
+    assert (best.entries[cell].ours.n, best.entries[cell].ours.mean) == (2, pytest.approx(96.75))
+    assert final.entries[cell].ours.mean == pytest.approx(94.5)
+    column = f"test/accuracy, {BEST_EPOCH_ON_TEST} (%)"
+    assert detail.columns[:5] == ["test/accuracy, final model (%)", "test/loss, final model",
+                                  "test/accuracy, best-validation model (%)", "test/loss, best-validation model",
+                                  column]
+    assert detail.entries[("gam · cifar10 · resnet18", column)].ours.mean == pytest.approx(96.75)
 
 
 def test_published_tables_cover_the_experiments_and_only_known_cells():

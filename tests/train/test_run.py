@@ -18,6 +18,12 @@ def only_run_dir(log_dir: Path) -> Path:
     return run_dir
 
 
+def epoch_records(run_dir: Path) -> list[dict]:
+    """The ``"event": "epoch"`` lines of a run's metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [record for record in records if record["event"] == "epoch"]
+
+
 #: ``python train.py optimizer=<each>`` with the default trainer, and the passes it must take per step
 #: (all ten take about 3 minutes on a quiet 2-core machine).
 QUICK_STARTS = [
@@ -46,8 +52,7 @@ def test_quick_start_reaches_the_accuracy_bar(tmp_path: Path, args: tuple[str, .
     assert summary["epochs"] == 30 and summary["wall_time_s"] > 0
     for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"):
         assert (run_dir / name).is_file(), name
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in records if r["event"] == "epoch"]
+    epochs = epoch_records(run_dir)
     assert [r["epoch"] for r in epochs] == list(range(1, 31))
     assert summary["best_val"]["val/accuracy"] == max(r["val/accuracy"] for r in epochs)
 
@@ -84,6 +89,7 @@ RESUMABLE = {
     "sgd_tracer": ("optimizer=sgd_tracer",),
     "adam_tracer": ("optimizer=adam_tracer",),
     "lookahead-sam": ("optimizer=sam", "optimizer.lookahead.enabled=true", "optimizer.lookahead.k=3"),
+    "sgd-test-every-epoch": ("optimizer=sgd", "trainer.test_every_epoch=true", "model.dropout=0.2"),
 }
 
 
@@ -142,8 +148,33 @@ def test_resume_from_another_run_dir_continues_there(cfg_factory):
     second = cfg_factory("trainer.epochs=2", f"trainer.resume={first.paths.output_dir}")
     summary = run(second)
     assert summary["epochs"] == 2
-    records = [json.loads(line) for line in (Path(second.paths.output_dir) / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records if r["event"] == "epoch"] == [1, 2]
+    assert [r["epoch"] for r in epoch_records(Path(second.paths.output_dir))] == [1, 2]
+
+
+def test_test_every_epoch_records_the_best_epoch_on_test(cfg_factory):
+    # Dropout draws from torch's generator, which iterating the test loader would advance.
+    overrides = ("trainer.epochs=3", "trainer.limit_train_batches=3", "model.dropout=0.2")
+    cfg = cfg_factory(*overrides, "trainer.test_every_epoch=true")
+    summary = run(cfg)
+    epochs = epoch_records(Path(cfg.paths.output_dir))
+    assert len(epochs) == 3 and all("test/accuracy" in record for record in epochs)
+    best = max(epochs, key=lambda record: record["test/accuracy"])
+    assert summary["best_test_over_epochs"] == {"epoch": best["epoch"], "test/loss": best["test/loss"],
+                                                "test/accuracy": best["test/accuracy"]}
+
+    plain_cfg = cfg_factory(*overrides)
+    assert "best_test_over_epochs" not in run(plain_cfg)
+    plain_epochs = epoch_records(Path(plain_cfg.paths.output_dir))
+    assert not any(key.startswith("test/") for record in plain_epochs for key in record)
+
+    def trained(record: dict) -> dict:
+        """What the training decides: the record without its timings and test metrics."""
+        return {key: value for key, value in record.items() if "time" not in key and not key.startswith("test/")}
+
+    assert [trained(record) for record in epochs] == [trained(record) for record in plain_epochs]
+
+    cfg.trainer.resume = "auto"  # a finished run resumed: the best test epoch comes back from last.pt
+    assert run(cfg)["best_test_over_epochs"] == summary["best_test_over_epochs"]
 
 
 @pytest.mark.parametrize(("optimizer", "epochs"), [("sgd", 4), ("sam", 2), ("gam", 1), ("nso", 2)])

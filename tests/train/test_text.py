@@ -29,16 +29,20 @@ def sentiment_frame(rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"sentence": sentences, "label": labels, "idx": np.arange(rows, dtype=np.int32)})
 
 
-def test_minilm_fine_tuned_through_the_run_entry_beats_chance(cfg_factory, tmp_path: Path, minilm_dir: Path):
+def test_minilm_fine_tuned_through_the_run_entry_beats_chance(cfg_factory, tmp_path: Path, minilm_dir: Path,
+                                                              caplog):
     folder = tmp_path / "data" / "glue" / "sst2"
     folder.mkdir(parents=True)
     sentiment_frame(160, seed=0).to_parquet(folder / "train-00000-of-00001.parquet")
     sentiment_frame(64, seed=1).to_parquet(folder / "validation-00000-of-00001.parquet")
     cfg = cfg_factory("dataset=glue/sst2", f"paths.data_dir={tmp_path / 'data'}", "model=bert",
                       f"model.name_or_path={minilm_dir}", "optimizer=adamw", "optimizer.lr=1e-4",
-                      "dataset.batch_size=16", "trainer.epochs=2", "trainer.log_every_n_steps=5")
+                      "dataset.batch_size=16", "trainer.epochs=2", "trainer.log_every_n_steps=5",
+                      "trainer.test_every_epoch=true")  # GLUE hides its test labels: skipped with a warning
     summary = run(cfg)
-    assert summary["status"] == "completed" and summary["test"] == {}
+    assert summary["status"] == "completed" and summary["test"] == {} and "best_test_over_epochs" not in summary
+    assert [record.message for record in caplog.records if "test_every_epoch" in record.message] == [
+        "trainer.test_every_epoch is set but the dataset has no labelled test split: skipped"]
     epochs = [json.loads(line) for line in (Path(cfg.paths.output_dir) / "metrics.jsonl").read_text().splitlines()
               if '"epoch"' in line and json.loads(line)["event"] == "epoch"]
     assert len(epochs) == 2
