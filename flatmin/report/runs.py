@@ -26,8 +26,9 @@ from omegaconf import OmegaConf
 from flatmin.errors import FlatminError
 from flatmin.train.loggers import flatten
 
-# Config keys that do not change a run's result; with the seed, they are left out of its settings.
-NOT_SETTINGS = ("seed", "paths", "logger", "trainer.resume", "trainer.progress_bar")
+# Config keys that do not change a run's result (evaluating test every epoch trains the same: the
+# trainer forks the generator for it); with the seed, they are left out of its settings.
+NOT_SETTINGS = ("seed", "paths", "logger", "trainer.resume", "trainer.progress_bar", "trainer.test_every_epoch")
 
 WANDB_NOT_READABLE = ("W&B offline runs are read through their flatmin run directory (summary.json); a bare "
                       "wandb/ folder is not readable offline: run `wandb sync` and use the W&B UI.")

@@ -173,3 +173,12 @@ def test_groups_told_apart_only_by_their_choices_keep_separate_lines(tmp_path: P
     assert detail.rows == ["sam · digits · sam", "sam · digits · sam_variant"]
     assert generic.rows == ["sam · model=sam", "sam · model=sam_variant"]
     assert [generic.entries[(row, "digits")].ours.mean for row in generic.rows] == [pytest.approx(90), pytest.approx(80)]
+
+
+def test_evaluating_test_every_epoch_does_not_split_a_group(tmp_path: Path, base_config):
+    choices = {"experiment": "gam_cifar", "optimizer": "sgd", "dataset": "cifar10", "model": "resnet18"}
+    for seed, on in enumerate((True, False)):
+        write_run(tmp_path / str(seed), base_config, {"seed": seed, "trainer.test_every_epoch": on}, choices,
+                  completed(0.9))
+    (section,) = build_sections(find_runs([tmp_path]))
+    assert [len(group.runs) for group in section.groups] == [2]
