@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from flatmin.optim.multipass import NORM_EPS, global_norm
 from flatmin.sharpness.hessian import LossFn, to_device
 
 NORMS = ("adaptive", "l2")
@@ -36,7 +37,7 @@ def worst_case_increase(loss_at: Callable[[], Tensor], params: Sequence[Tensor],
     with torch.no_grad():
         clean = loss_at().item()
     direction = [torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) for p in params]
-    u = torch._foreach_mul(direction, rho / _norm(direction))
+    u = torch._foreach_mul(direction, rho / global_norm(direction).item())
     best = float("-inf")
     try:
         for _ in range(steps):
@@ -44,8 +45,8 @@ def worst_case_increase(loss_at: Callable[[], Tensor], params: Sequence[Tensor],
             loss = loss_at()
             best = max(best, loss.item() - clean)
             gradient_u = torch._foreach_mul(torch.autograd.grad(loss, params), scales)  # d/du of L(w + T u)
-            torch._foreach_add_(u, gradient_u, alpha=rho / (_norm(gradient_u) + 1e-12))
-            torch._foreach_mul_(u, min(1.0, rho / _norm(u)))                           # back into the ball
+            torch._foreach_add_(u, gradient_u, alpha=rho / (global_norm(gradient_u).item() + NORM_EPS))
+            torch._foreach_mul_(u, min(1.0, rho / global_norm(u).item()))              # back into the ball
         _place(params, original, scales, u)
         with torch.no_grad():
             best = max(best, loss_at().item() - clean)
@@ -67,10 +68,6 @@ def m_sharpness(model: nn.Module, loss_fn: LossFn, batches: Sequence[tuple[Any, 
         increase = worst_case_increase(lambda: loss_fn(model(inputs), targets), params, rho, steps, norm, generator)
         mean += increase * len(targets) / total
     return mean
-
-
-def _norm(tensors: Sequence[Tensor]) -> float:
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))).item()
 
 
 def _place(params: Sequence[Tensor], original: Sequence[Tensor], scales: Sequence[Tensor], u: Sequence[Tensor]) -> None:
