@@ -22,6 +22,12 @@ from torch import nn
 from torch.autograd.function import FunctionCtx
 
 
+def per_example_uniform(batch: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """One draw from U[low, high] per example of ``batch``, shaped to broadcast over the rest."""
+    shape = (batch.shape[0],) + (1,) * (batch.dim() - 1)
+    return torch.empty(shape, device=batch.device, dtype=batch.dtype).uniform_(low, high)
+
+
 class ShakeDropFunction(torch.autograd.Function):
     """ShakeDrop's residual scaling (Yamada et al., 2019, eq. 9): in training the residual branch is
     multiplied by ``b + alpha - b*alpha`` going forward and by ``b + beta - b*beta`` going backward,
@@ -31,17 +37,15 @@ class ShakeDropFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, residual: torch.Tensor, survival: float) -> torch.Tensor:
-        per_example = (residual.shape[0],) + (1,) * (residual.dim() - 1)
         gate = torch.empty((), device=residual.device, dtype=residual.dtype).bernoulli_(survival)
-        alpha = torch.empty(per_example, device=residual.device, dtype=residual.dtype).uniform_(-1.0, 1.0)
+        alpha = per_example_uniform(residual, -1.0, 1.0)
         ctx.save_for_backward(gate)
         return residual * (gate + (1 - gate) * alpha)
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         (gate,) = ctx.saved_tensors
-        per_example = (grad_output.shape[0],) + (1,) * (grad_output.dim() - 1)
-        beta = torch.empty(per_example, device=grad_output.device, dtype=grad_output.dtype).uniform_(0.0, 1.0)
+        beta = per_example_uniform(grad_output, 0.0, 1.0)
         return grad_output * (gate + (1 - gate) * beta), None
 
 
