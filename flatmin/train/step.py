@@ -11,7 +11,9 @@ Around it this module enforces the rules the methods rely on:
 * gradient clipping applies to that final ``G``, just before the base step;
 * DDP: every pass runs under ``model.no_sync()``, so each replica perturbs with its own
   gradient, and the final ``G`` is averaged across replicas by one all-reduce (with the fp16
-  overflow flag, so all replicas skip together).
+  overflow flag, so all replicas skip together);
+* the first pass's outputs (what the trainer's accuracy counts) are copied out of the model's
+  output memory, which a CUDA-graph replay of the next pass reuses.
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ class Stepper:
                     loss = self.loss_fn(outputs, targets)
                 self.scaler.backward(loss, self.params)
             self.passes += 1
-            first.setdefault("outputs", outputs.detach())
+            if "outputs" not in first:
+                # A copy, not a view: under CUDA graphs (compile_mode=reduce-overhead) the next pass
+                # replays the graph into the same output memory, which would overwrite them.
+                first["outputs"] = outputs.detach().clone()
             return loss.detach()
 
         self.batchnorm.begin_step()

@@ -104,3 +104,33 @@ def test_fp16_gradients_are_unscaled_before_the_method_sees_them():
     stepper(reference, torch.optim.SGD(reference.parameters(), lr=0.1)).step(x, y)
     for p, q in zip(model.parameters(), reference.parameters()):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+class ReplayedOutputs(nn.Module):
+    """Writes each forward's logits over the previous forward's output tensor, as a replayed CUDA
+    graph (``torch.compile(mode="reduce-overhead")``) reuses its output memory."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.previous: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = self.inner(x)
+        if self.previous is not None:
+            with torch.no_grad():
+                self.previous.copy_(outputs)
+        self.previous = outputs
+        return outputs
+
+
+def test_the_first_pass_outputs_survive_a_replay_of_the_second_pass():
+    x, y = batch(8)
+    model = ReplayedOutputs(mlp())
+    with torch.no_grad():
+        at_theta = model.inner(x)
+    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1)
+    loss, outputs, _ = stepper(model, optimizer).step(x, y)
+    assert model.previous is not None and not torch.equal(model.previous, at_theta)  # the replay overwrote it
+    assert torch.equal(outputs, at_theta)
+    assert torch.allclose(nn.functional.cross_entropy(outputs, y), loss, rtol=1e-12)
