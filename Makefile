@@ -1,7 +1,7 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install test test-slow demo bench study clean
+.PHONY: help install test test-slow demo bench gpu-check wheels study clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,13 @@ demo: ## the quick start: train the default small CNN on digits (about a minute 
 bench: ## optimizer step cost as a ratio to SGD, then training throughput per loader (docs/benchmarks.md)
 	$(PYTHON) scripts/bench_optim.py
 	$(PYTHON) scripts/bench.py
+
+gpu-check: ## check this machine's GPU: every GPU path of flatmin, with figures (README: Checking a GPU machine)
+	scripts/gpu_check.sh
+
+wheels: ## pure-Python wheels in .wheels/ for gpu-check on an image without Hydra/omegaconf (and the peer SAM)
+	$(PYTHON) -m pip wheel --no-deps hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 -w .wheels
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: pytorch_optimizer==4.1.0 -d .wheels
 
 study: ## the CPU study (< 15 min): matrix sensing, digits with 40% label noise; tables and plots in docs/study/
 	$(PYTHON) -m flatmin.studies.matrix_sensing --out docs/study

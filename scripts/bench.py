@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
     on_gpu = device.type == "cuda"
     args.channels_last = on_gpu if args.channels_last is None else args.channels_last
     args.steps = args.steps or (20 if on_gpu else 5)

@@ -13,12 +13,15 @@ and the extra optimizer memory in parameter-sized buffers (the method's scratch 
 base optimizer's momentum or Adam moments are not counted, SGD's are the baseline). The models:
 flatmin's ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a
 BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults
-take 2 timed rounds after 1 warm-up round (about 5 minutes).
+take 2 timed rounds after 1 warm-up round (about 5 minutes). When pytorch_optimizer is importable,
+its SAM runs beside flatmin's with the same settings (``sam[pytorch_optimizer]``: its own closure
+and step, no trainer rules; its buffers are not counted).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
@@ -92,16 +95,22 @@ class Contestant:
         self.device = device
         self.model = build().to(device)
         self.inputs, self.targets = make_batch(batch, device)
-        self.optimizer = build_optimizer(OmegaConf.load(CONF / f"{method}.yaml"), self.model)
+        self.optimizer = self.build_optimizer(method)
         self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
                                LossScaler(device, precision == "fp16"))
         self.times: list[float] = []
+
+    def build_optimizer(self, method: str) -> torch.optim.Optimizer:
+        return build_optimizer(OmegaConf.load(CONF / f"{method}.yaml"), self.model)
+
+    def drive(self) -> None:
+        self.stepper.step(self.inputs, self.targets)
 
     def step(self, timed: bool) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        self.stepper.step(self.inputs, self.targets)
+        self.drive()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         if timed:
@@ -113,10 +122,46 @@ class Contestant:
                 "extra_buffers": extra_buffers(self.optimizer, self.model)}
 
 
+class PeerSAM(Contestant):
+    """pytorch_optimizer's SAM with flatmin's SAM settings (``conf/optimizer/sam.yaml``), on the same
+    model and batch, driven as its documentation shows: ``closure(); optimizer.step(closure)``."""
+
+    NAME = "sam[pytorch_optimizer]"
+
+    def build_optimizer(self, method: str) -> torch.optim.Optimizer:
+        from pytorch_optimizer import SAM as PytorchOptimizerSAM
+
+        cfg = OmegaConf.load(CONF / "sam.yaml")
+        return PytorchOptimizerSAM(self.model.parameters(), torch.optim.SGD, rho=cfg.rho, lr=cfg.lr,
+                                   momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+
+    def drive(self) -> None:
+        def closure() -> Tensor:
+            self.optimizer.zero_grad()
+            with self.stepper.autocast():
+                loss = self.stepper.loss_fn(self.model(self.inputs), self.targets)
+            loss.backward()
+            return loss
+
+        closure()
+        self.optimizer.step(closure)
+        self.stepper.passes += 2
+        self.stepper.micro_steps += 1
+
+    def result(self) -> dict[str, float]:
+        return {**super().result(), "extra_buffers": float("nan")}
+
+
+def peer_available() -> bool:
+    """Whether pytorch_optimizer (the largest peer library) is importable, for ``PeerSAM``."""
+    return importlib.util.find_spec("pytorch_optimizer") is not None
+
+
 def time_methods(methods: list[str], model_name: str, device: torch.device, precision: str, steps: int,
                  warmup: int) -> dict[str, dict[str, float]]:
     """Per method, its passes, median ms per step and extra buffers, from interleaved rounds."""
-    contestants = {method: Contestant(method, model_name, device, precision) for method in methods}
+    contestants = {method: (PeerSAM if method == PeerSAM.NAME else Contestant)(method, model_name, device, precision)
+                   for method in methods}
     for round_index in range(warmup + steps):
         for contestant in contestants.values():
             contestant.step(timed=round_index >= warmup)
@@ -135,6 +180,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
     precision = resolve_precision(args.precision, device)
     cuda = device.type == "cuda"
     steps = args.steps or (10 if cuda else 2)
@@ -147,6 +193,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     results = []
     methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD is always there: the baseline
+    if "sam" in methods and peer_available():
+        methods.append(PeerSAM.NAME)
     for model_name in args.models:
         rows = time_methods(methods, model_name, device, precision, steps, warmup)
         for method, row in rows.items():

@@ -1,0 +1,558 @@
+"""Check a GPU machine: does every GPU-specific path of flatmin work here, and how fast is it?
+
+    scripts/gpu_check.sh [OUT_DIR]                   # make gpu-check; the wrapper sets up the imports
+    DEVICE=cpu QUICK=1 scripts/gpu_check.sh OUT_DIR  # the smoke mode the test suite runs
+
+Sections, most important first; each runs in its own process under a time cap, and one that the
+budget left (``BUDGET_S``, default 450 s) cannot hold is skipped with a note:
+
+1. ``optimizers``: every ``conf/optimizer`` method in bf16 and fp16, ``STEPS`` steps of ResNet-18
+   (CIFAR stem, channels_last, batch 128) through the trainer's ``Stepper``: finite losses, ms per
+   step, peak device memory and its excess over SGD's; in fp16 a forced overflow (loss scale 2^127)
+   must leave the weights untouched and halve the scale, and training must go on finite after it.
+2. ``trainer``: the real command line on digits, every method, bf16 (30 epochs, the quick start's
+   bar of 0.90 test accuracy) and fp16 (10 epochs).
+3. ``data_path``: ``scripts/bench.py`` in bf16 with channels_last: each loader alone, and SGD/SAM
+   fed by it against a fixed on-device batch.
+4. ``compile``: SAM through the ``Stepper`` on a compiled model (inductor): no new graph after the
+   first step; under CUDA graphs (``reduce-overhead``) the first pass's outputs must survive the
+   second pass's replay; then ``train.py trainer.compile=true`` in both modes with
+   ``TORCH_LOGS=recompiles``.
+5. ``ddp``: ``torchrun`` over every GPU, when there are at least two.
+6. ``bench_optim``: ``scripts/bench_optim.py`` in bf16 (ResNet-18, the BERT-style encoder), with
+   pytorch_optimizer's SAM beside flatmin's when that package is importable.
+
+Written to OUT_DIR: ``summary.txt`` (for reading), ``summary.json`` (every figure) and
+``sections.log`` (each section's own output). Problems are of two kinds: ``broken`` (a check that
+failed: exit status 1) and ``target`` (a speed target missed: reported, exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+#: Data path target from the design: the device-resident loader keeps ≥ 70% of the synthetic ceiling.
+DATA_PATH_TARGET = 0.70
+#: The quick start's accuracy bar (the CPU suite asserts it too).
+DIGITS_ACCURACY_BAR = 0.90
+
+
+class Section:
+    """One section's findings, written to its result file after every change, so that a section
+    stopped at its time cap still reports what it measured."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.result: dict[str, Any] = {"broken": [], "target": [], "notes": [], "figures": {}}
+        self.save()
+
+    def broken(self, message: str) -> None:
+        self.result["broken"].append(message)
+        self.save()
+
+    def check(self, condition: bool, message: str) -> bool:
+        """Record ``message`` as broken unless ``condition``; return ``condition``."""
+        if not condition:
+            self.broken(message)
+        return condition
+
+    def target(self, message: str) -> None:
+        self.result["target"].append(message)
+        self.save()
+
+    def note(self, message: str) -> None:
+        self.result["notes"].append(message)
+        self.save()
+
+    def figure(self, key: str, value: Any) -> None:
+        self.result["figures"][key] = value
+        self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.result, indent=1, default=str))
+
+
+class Context:
+    """What every section knows: the device, the mode, where to work and how long it may take."""
+
+    def __init__(self, args: argparse.Namespace, deadline: float) -> None:
+        self.device_name = args.device
+        self.quick = args.quick
+        self.work = Path(args.work)
+        self.deadline = deadline
+
+    @property
+    def cuda(self) -> bool:
+        return self.device_name.startswith("cuda")
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def command(self, args: list[str], **env: str) -> subprocess.CompletedProcess:
+        """Run ``args`` from the repository root within the time this section has left."""
+        print("$", " ".join(args), flush=True)
+        result = run_bounded(args, self.seconds_left() - 2, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        print(result.stdout[-6000:], result.stderr[-6000:], sep="\n", flush=True)
+        return result
+
+
+def run_bounded(args: list[str], seconds: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new process group, all of which is killed after ``seconds``
+    (``subprocess.TimeoutExpired`` then propagates): a stopped section leaves nothing running."""
+    with subprocess.Popen(args, cwd=ROOT, start_new_session=True, **kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=max(1.0, seconds))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def optimizer_names() -> list[str]:
+    """Every ``conf/optimizer`` option, SGD first (the baseline)."""
+    names = sorted(path.stem for path in (CONF / "optimizer").glob("*.yaml"))
+    return ["sgd", *(name for name in names if name != "sgd")]
+
+
+def synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- 0. environment --------------------------------------------------------------------------------
+def section_environment(ctx: Context, out: Section) -> None:
+    import torch
+
+    facts: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                             "cuda": torch.version.cuda, "date": str(date.today())}
+    if ctx.cuda:
+        out.check(torch.cuda.is_available(), "torch sees no CUDA device")
+        properties = torch.cuda.get_device_properties(0)
+        facts.update(device=properties.name, gpus=torch.cuda.device_count(),
+                     memory_gib=round(properties.total_memory / 2**30, 1),
+                     capability=f"{properties.major}.{properties.minor}", bf16=torch.cuda.is_bf16_supported())
+    else:
+        facts.update(device=f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", gpus=0)
+    for package in ("timm", "transformers", "hydra-core", "omegaconf", "pytorch_optimizer", "scikit-learn"):
+        try:
+            facts[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            facts[package] = None
+    out.figure("facts", facts)
+
+
+# -- 1. every optimizer through the Stepper, bf16 and fp16 --------------------------------------------
+def section_optimizers(ctx: Context, out: Section) -> None:
+    import torch
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from flatmin.models import CifarResNet, SmallCNN
+    from flatmin.optim import build_optimizer
+    from flatmin.train.precision import LossScaler, autocast
+    from flatmin.train.step import Stepper
+
+    device = torch.device(ctx.device_name)
+    torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
+    if ctx.quick:
+        build, shape, batch, steps = (lambda: SmallCNN(num_classes=10, in_channels=1)), (1, 8, 8), 16, 2
+    else:
+        build, shape, batch, steps = (lambda: CifarResNet(depth=18, num_classes=10)), (3, 32, 32), 128, 20
+    out.figure("setup", {"model": "small_cnn" if ctx.quick else "resnet18", "batch": batch, "steps": steps,
+                         "warmup": 3, "channels_last": True})
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(batch, *shape, generator=generator).to(device).contiguous(memory_format=torch.channels_last)
+    targets = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    rows: list[dict[str, Any]] = []
+    for precision in ("bf16", "fp16"):
+        sgd_peak = None
+        for method in optimizer_names():
+            torch.manual_seed(0)
+            model = build().to(device).to(memory_format=torch.channels_last)
+            optimizer = build_optimizer(OmegaConf.load(CONF / "optimizer" / f"{method}.yaml"), model)
+            scaler = LossScaler(device, precision == "fp16")
+            stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision), scaler)
+            params = [p for p in model.parameters()]
+            param_bytes = sum(p.numel() * p.element_size() for p in params)
+            if device.type == "cuda":
+                synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                resident = torch.cuda.memory_allocated(device)
+            losses, times = [], []
+            for index in range(3 + steps):
+                synchronize(device)
+                start = time.perf_counter()
+                loss, _, _ = stepper.step(inputs, targets)
+                synchronize(device)
+                if index >= 3:
+                    times.append(time.perf_counter() - start)
+                losses.append(loss.item())
+            row: dict[str, Any] = {"method": method, "precision": precision,
+                                   "passes_per_step": stepper.passes / stepper.micro_steps,
+                                   "ms_per_step": 1e3 * statistics.median(times),
+                                   "first_loss": losses[0], "last_loss": losses[-1]}
+            label = f"{method} {precision}"
+            out.check(all(math.isfinite(value) for value in losses), f"{label}: a non-finite loss in {losses}")
+            if losses[-1] >= losses[0]:
+                out.note(f"{label}: the loss did not fall on a fixed batch ({losses[0]:.4g} -> {losses[-1]:.4g})")
+            if device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(device) - resident
+                sgd_peak = peak if method == "sgd" else sgd_peak
+                row.update(peak_mib=peak / 2**20, above_sgd_mib=(peak - sgd_peak) / 2**20,
+                           above_sgd_in_params=(peak - sgd_peak) / param_bytes)
+            if precision == "fp16":
+                row["overflow_skips_and_backs_off"] = forced_overflow(stepper, scaler, params, inputs, targets, out,
+                                                                      label)
+            rows.append(row)
+            out.figure("rows", rows)
+            del model, optimizer, stepper
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def forced_overflow(stepper: Any, scaler: Any, params: list, inputs: Any, targets: Any, out: Section,
+                    label: str) -> bool:
+    """A loss scale of 2^127 overflows every pass: the step must leave the weights exactly as they
+    were and halve the scale; three steps at the old scale must then be finite and move the weights."""
+    import torch
+
+    before = [p.detach().clone() for p in params]
+    old_scale = scaler.scale.item()
+    scaler.scale.fill_(2.0**127)
+    stepper.step(inputs, targets)
+    ok = out.check(all(torch.equal(p, b) for p, b in zip(params, before)),
+                   f"{label}: an overflowing fp16 step changed the weights")
+    ok &= out.check(scaler.scale.item() == 2.0**126, f"{label}: the loss scale did not halve after an overflow "
+                                                     f"(it is {scaler.scale.item()})")
+    scaler.scale.fill_(old_scale)
+    losses = [stepper.step(inputs, targets)[0].item() for _ in range(3)]
+    ok &= out.check(all(math.isfinite(value) for value in losses),
+                    f"{label}: non-finite losses {losses} after a skipped step")
+    ok &= out.check(any(not torch.equal(p, b) for p, b in zip(params, before)),
+                    f"{label}: the weights did not move after a skipped step")
+    return ok
+
+
+# -- 2. the real trainer on digits, every method --------------------------------------------------------
+def run_summaries(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """The ``summary.json`` of every job of a sweep, by the job's optimizer."""
+    import yaml
+
+    summaries = {}
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        config = yaml.safe_load((path.parent / "config.yaml").read_text())
+        summaries[config["optimizer"]["name"]] = json.loads(path.read_text())
+    return summaries
+
+
+def section_trainer(ctx: Context, out: Section) -> None:
+    methods = optimizer_names()
+    plans = [("fp32", 1, 0.0)] if ctx.quick else [("bf16", 30, DIGITS_ACCURACY_BAR), ("fp16", 10, 0.0)]
+    for precision, epochs, bar in plans:
+        sweep = ctx.work / f"digits_{precision}"
+        extra = ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=1"] if ctx.quick else []
+        result = ctx.command([sys.executable, "train.py", "-m", f"optimizer={','.join(methods)}",
+                              f"trainer.device={ctx.device_name}", f"trainer.precision={precision}",
+                              f"trainer.epochs={epochs}", "trainer.progress_bar=false", f"hydra.sweep.dir={sweep}",
+                              *extra], FLATMIN_LOG_DIR=str(ctx.work))
+        out.check(result.returncode == 0, f"train.py -m (digits, {precision}) exited {result.returncode}: "
+                                          f"{result.stderr.strip()[-300:]}")
+        summaries = run_summaries(sweep)
+        rows = []
+        for method in methods:
+            summary = summaries.get(method)
+            label = f"digits {method} {precision}"
+            if not out.check(summary is not None and summary.get("status") == "completed",
+                             f"{label}: no completed run ({summary and summary.get('error')})"):
+                continue
+            accuracy = summary["test"]["best_val"]["test/accuracy"]
+            rows.append({"method": method, "precision": precision, "epochs": epochs, "test_accuracy": accuracy,
+                         "samples_per_s": summary["samples_per_s"], "wall_time_s": summary["wall_time_s"],
+                         "device": summary["device"]})
+            out.check(summary["device"].startswith(ctx.device_name.split(":")[0]) and
+                      summary["precision"] == precision, f"{label}: ran on {summary['device']} in "
+                                                         f"{summary['precision']}")
+            out.check(accuracy >= bar, f"{label}: test accuracy {accuracy:.3f} below {bar}")
+        out.figure(f"digits_{precision}", rows)
+
+
+# -- 3. the data path -----------------------------------------------------------------------------------
+def section_data_path(ctx: Context, out: Section) -> None:
+    report = ctx.work / "bench.json"
+    sizes = (["--steps", "2", "--warmup", "1", "--train-images", "256", "--batch-size", "16", "--workers", "0",
+              "--model", "small_cnn", "--precisions", "auto"] if ctx.quick
+             else ["--precisions", "bf16", "--channels-last"])
+    result = ctx.command([sys.executable, "scripts/bench.py", "--device", ctx.device_name, *sizes,
+                          "--json", str(report)])
+    if not out.check(result.returncode == 0 and report.is_file(),
+                     f"scripts/bench.py exited {result.returncode}: {result.stderr.strip()[-300:]}"):
+        return
+    results = json.loads(report.read_text())["results"]
+    out.figure("bench", results)
+    for row in results:
+        if row["kind"] == "step" and row["loader"] == "gpu" and row["of_synthetic"] < DATA_PATH_TARGET:
+            out.target(f"{row['optimizer']} fed by the device-resident loader runs at {row['of_synthetic']:.2f} of "
+                       f"the synthetic ceiling (target {DATA_PATH_TARGET})")
+
+
+# -- 4. torch.compile -----------------------------------------------------------------------------------
+def compiled_sam_steps(ctx: Context, out: Section, mode: str) -> None:
+    """SAM on a compiled SmallCNN (digits' shapes, so that ``train.py`` below reuses the kernels):
+    one graph set after the first step, and the returned outputs are the first pass's."""
+    import torch
+    from torch import nn
+    from torch._dynamo.utils import counters
+
+    from flatmin.models import SmallCNN
+    from flatmin.optim import SAM
+    from flatmin.train.precision import LossScaler, autocast
+    from flatmin.train.step import Stepper
+
+    device = torch.device(ctx.device_name)
+    precision = "bf16" if ctx.cuda else "fp32"
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    module = SmallCNN(num_classes=10, in_channels=1).to(device)
+    backend = {"backend": "aot_eager"} if ctx.quick else {"mode": mode}
+    model = torch.compile(module, **backend)
+    optimizer = SAM(module.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+    stepper = Stepper(model, optimizer, nn.functional.cross_entropy, lambda: autocast(device, precision),
+                      LossScaler(device, False))
+    inputs, targets = torch.randn(64, 1, 8, 8, device=device), torch.randint(0, 10, (64,), device=device)
+    label = f"compile ({mode})"
+    try:
+        start = time.perf_counter()
+        stepper.step(inputs, targets)
+        synchronize(device)
+        first_step_s = time.perf_counter() - start
+        graphs = counters["stats"]["unique_graphs"]
+        consistent = True
+        for _ in range(5):
+            loss, outputs, _ = stepper.step(inputs, targets)
+            recomputed = nn.functional.cross_entropy(outputs.float(), targets)
+            consistent &= bool(torch.allclose(recomputed, loss.float(), rtol=1e-3, atol=1e-4))
+        out.check(counters["stats"]["unique_graphs"] == graphs,
+                  f"{label}: new graphs after the first step ({graphs} -> {counters['stats']['unique_graphs']})")
+        out.check(consistent, f"{label}: the outputs returned by the step are not the first pass's "
+                              "(overwritten by the second pass)")
+        cudagraph_counters = {key: value for key, value in counters["inductor"].items() if "cudagraph" in key}
+        out.figure(f"stepper_{mode}", {"first_step_s": first_step_s, "graphs": graphs, "outputs_are_first_pass":
+                                       consistent, "cudagraph_counters": cudagraph_counters})
+    except Exception as error:      # what a broken mode raises is the finding
+        out.broken(f"{label}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+
+def section_compile(ctx: Context, out: Section) -> None:
+    modes = ["default"] if ctx.quick else ["default", "reduce-overhead"]
+    if ctx.quick:
+        out.note("CPU smoke mode: aot_eager backend, no CUDA graphs")
+    for mode in modes:
+        compiled_sam_steps(ctx, out, mode)
+    backend = ["trainer.compile_backend=aot_eager"] if ctx.quick else []
+    extra = ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=1"] if ctx.quick else []
+    for mode in modes:
+        run_dir = ctx.work / f"compile_{mode}"
+        result = ctx.command([sys.executable, "train.py", "optimizer=sam", f"trainer.device={ctx.device_name}",
+                              "trainer.epochs=2", "trainer.compile=true", f"trainer.compile_mode={mode}", *backend,
+                              *extra, "trainer.progress_bar=false", f"hydra.run.dir={run_dir}"],
+                             TORCH_LOGS="recompiles")
+        recompiles = [line for line in result.stderr.splitlines() if "Recompiling function" in line]
+        reasons = [line.split("[__recompiles]", 1)[1].strip().removeprefix("- ")
+                   for line in result.stderr.splitlines() if re.search(r"\[__recompiles\]\s+- ", line)][:10]
+        summary_path = run_dir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        label = f"train.py trainer.compile=true compile_mode={mode}"
+        if out.check(result.returncode == 0 and summary.get("status") == "completed",
+                     f"{label} exited {result.returncode}: {result.stderr.strip()[-400:]}"):
+            skips = [line.strip() for line in result.stderr.splitlines() if "skipping cudagraphs" in line][:3]
+            out.figure(f"train_{mode}", {"recompiles": len(recompiles), "reasons": reasons, "cudagraph_skips": skips,
+                                         "test_accuracy": summary["test"]["best_val"]["test/accuracy"],
+                                         "wall_time_s": summary["wall_time_s"]})
+
+
+# -- 5. DDP -----------------------------------------------------------------------------------------------
+def section_ddp(ctx: Context, out: Section) -> None:
+    import torch
+
+    gpus = torch.cuda.device_count() if ctx.cuda else 0
+    if gpus < 2:
+        out.note(f"skipped: {gpus} GPU(s); DDP needs at least 2 (the CPU suite tests DDP on gloo)")
+        return
+    run_dir = ctx.work / "ddp"
+    result = ctx.command([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                          "train.py", "optimizer=sam", "trainer.device=cuda", "trainer.epochs=5",
+                          "trainer.progress_bar=false", f"hydra.run.dir={run_dir}"])
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if out.check(result.returncode == 0 and summary.get("status") == "completed",
+                 f"torchrun over {gpus} GPUs exited {result.returncode}: {result.stderr.strip()[-400:]}"):
+        out.figure("ddp", {"gpus": gpus, "test_accuracy": summary["test"]["best_val"]["test/accuracy"],
+                           "samples_per_s": summary["samples_per_s"]})
+
+
+# -- 6. the optimizer step benchmark ----------------------------------------------------------------------
+def section_bench_optim(ctx: Context, out: Section) -> None:
+    report = ctx.work / "bench_optim.json"
+    sizes = (["--models", "small_cnn", "--steps", "1", "--warmup", "1", "--precision", "auto"] if ctx.quick
+             else ["--models", "resnet18", "bert", "--precision", "bf16", "--steps", "30", "--warmup", "5"])
+    result = ctx.command([sys.executable, "scripts/bench_optim.py", "--device", ctx.device_name, *sizes,
+                          "--json", str(report)])
+    if out.check(result.returncode == 0 and report.is_file(),
+                 f"scripts/bench_optim.py exited {result.returncode}: {result.stderr.strip()[-300:]}"):
+        out.figure("bench_optim", json.loads(report.read_text())["results"])
+
+
+#: name → (function, time cap in seconds on a GPU). The CPU smoke mode has no caps beyond the budget.
+SECTIONS: dict[str, tuple[Callable[[Context, Section], None], float]] = {
+    "environment": (section_environment, 20),
+    "optimizers": (section_optimizers, 70),
+    "trainer": (section_trainer, 100),
+    "data_path": (section_data_path, 80),
+    "compile": (section_compile, 130),
+    "ddp": (section_ddp, 90),
+    "bench_optim": (section_bench_optim, 50),
+}
+#: A section that the budget left gives less than this is skipped instead of started.
+MIN_SECTION_S = 20.0
+
+
+# -- the driver -------------------------------------------------------------------------------------------
+def run_sections(args: argparse.Namespace) -> dict[str, Any]:
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = (out_dir / "sections.log").open("w")
+    started = time.monotonic()
+    report: dict[str, Any] = {"device": args.device, "quick": args.quick, "budget_s": args.budget, "sections": {}}
+    for name, (_, cap) in SECTIONS.items():
+        left = args.budget - (time.monotonic() - started)
+        limit = min(left, cap) if not args.quick else left
+        if left < MIN_SECTION_S:
+            report["sections"][name] = {"status": "skipped", "notes": [f"skipped: {left:.0f} s of the budget left"],
+                                        "broken": [], "target": [], "figures": {}}
+            continue
+        result_path = Path(args.work) / f"{name}.json"
+        section_start = time.monotonic()
+        command = [sys.executable, __file__, "--section", name, "--result", str(result_path), "--device", args.device,
+                   "--work", args.work, "--seconds", str(limit), *(["--quick"] if args.quick else [])]
+        log.write(f"\n===== {name} (cap {limit:.0f} s) =====\n")
+        log.flush()
+        try:
+            returncode = run_bounded(command, limit + 10, stdout=log, stderr=subprocess.STDOUT).returncode
+        except subprocess.TimeoutExpired:
+            returncode = None
+        result = json.loads(result_path.read_text()) if result_path.is_file() else \
+            {"broken": [], "target": [], "notes": [], "figures": {}}
+        if returncode is None:
+            result["broken"].append(f"stopped at its time cap of {limit:.0f} s (figures so far are kept)")
+        elif returncode != 0:
+            result["broken"].append(f"the section's process exited {returncode} (see sections.log)")
+        result["status"] = "broken" if result["broken"] else "ok"
+        result["seconds"] = round(time.monotonic() - section_start, 1)
+        report["sections"][name] = result
+        print(f"{name}: {result['status']} in {result['seconds']} s", flush=True)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    log.close()
+    (out_dir / "summary.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_dir / "summary.txt").write_text(render(report))
+    return report
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """A markdown table of ``columns`` (numbers to 3 significant digits)."""
+    def cell(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    present = [column for column in columns if any(column in row for row in rows)]
+    return [f"| {' | '.join(present)} |", f"|{'---|' * len(present)}",
+            *(f"| {' | '.join(cell(row.get(column, '')) for column in present)} |" for row in rows)]
+
+
+def render(report: dict[str, Any]) -> str:
+    """The summary for reading: the verdict, then each section's problems, notes and figures."""
+    sections = report["sections"]
+    facts = sections.get("environment", {}).get("figures", {}).get("facts", {})
+    broken = [f"{name}: {message}" for name, section in sections.items() for message in section["broken"]]
+    missed = [f"{name}: {message}" for name, section in sections.items() for message in section["target"]]
+    lines = [f"# flatmin GPU check, {facts.get('date', date.today())}",
+             f"{facts.get('device')} | torch {facts.get('torch')} (CUDA {facts.get('cuda')}) | python "
+             f"{facts.get('python')} | {report['seconds']} s of a {report['budget_s']:.0f} s budget"
+             + (" | CPU smoke mode" if report["quick"] else ""), "",
+             f"verdict: {'BROKEN' if broken else 'OK'} ({len(broken)} broken, {len(missed)} targets missed)", ""]
+    lines += [f"- BROKEN {message}" for message in broken] + [f"- TARGET {message}" for message in missed]
+    # the first key that a figure's name starts with picks its columns (bench_optim before bench)
+    shown = {"bench_optim": ["model", "method", "passes_per_step", "ms_per_step", "ratio", "extra_buffers"],
+             "rows": ["method", "precision", "passes_per_step", "ms_per_step", "peak_mib", "above_sgd_mib",
+                      "above_sgd_in_params", "first_loss", "last_loss", "overflow_skips_and_backs_off"],
+             "digits": ["method", "precision", "epochs", "test_accuracy", "samples_per_s", "wall_time_s"],
+             "bench": ["kind", "loader", "precision", "optimizer", "samples_per_s", "ms_per_step", "of_synthetic",
+                       "of_sgd"]}
+    for name, section in sections.items():
+        lines += ["", f"## {name}: {section['status']}" + (f" ({section['seconds']} s)" if "seconds" in section else "")]
+        lines += [f"- note: {note}" for note in section["notes"]]
+        for key, value in section["figures"].items():
+            columns = next((columns for prefix, columns in shown.items() if key.startswith(prefix)), None)
+            if columns and isinstance(value, list) and value:
+                lines += ["", f"{key}:", *table(value, columns)]
+            else:
+                lines.append(f"- {key}: {json.dumps(value, default=str)}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="folder for summary.txt, summary.json and sections.log")
+    parser.add_argument("--device", default=os.environ.get("DEVICE", "cuda"))
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "0") == "1",
+                        help="the smoke mode: tiny sizes, every section, no time caps beyond the budget")
+    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S", 450)),
+                        help="seconds for all sections together (default 450)")
+    parser.add_argument("--work", help="scratch folder for runs (default: a temporary folder)")
+    parser.add_argument("--section", choices=list(SECTIONS), help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.section:
+        section = Section(Path(args.result))
+        try:
+            SECTIONS[args.section][0](Context(args, time.monotonic() + args.seconds), section)
+        except subprocess.TimeoutExpired as error:
+            section.broken(f"stopped at the section's time cap while running {' '.join(map(str, error.cmd))[:200]}")
+            raise
+        except Exception as error:
+            section.broken(f"{type(error).__name__}: {error}")
+            raise
+        return
+    if not args.out:
+        parser.error("--out is required")
+    with tempfile.TemporaryDirectory(prefix="flatmin_gpu_check_") as scratch:
+        args.work = args.work or scratch
+        report = run_sections(args)
+    print((Path(args.out) / "summary.txt").read_text())
+    broken = any(section["broken"] for section in report["sections"].values())
+    raise SystemExit(1 if broken else 0)
+
+
+if __name__ == "__main__":
+    main()
