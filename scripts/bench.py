@@ -1,9 +1,9 @@
 """Training throughput: does the data path keep the device busy, and what does each method cost?
 
     python scripts/bench.py [--device cuda] [--model resnet18] [--optimizers sgd sam]
-                            [--precisions bf16] [--loaders gpu torch] [--json bench.json]
+                            [--precisions bf16] [--loaders gpu torch] [--rounds 5] [--json bench.json]
 
-For one model on CIFAR-10-shaped data it measures, after warm-up and with the device synchronised:
+For one model on CIFAR-10-shaped data it measures, with the device synchronised:
 
 * the data path alone, per loader (``gpu``: the device-resident loader; ``torch``: DataLoader
   workers with torchvision transforms), in samples/s;
@@ -12,9 +12,13 @@ For one model on CIFAR-10-shaped data it measures, after warm-up and with the de
   the synthetic ceiling (the share of throughput the data path leaves) and to SGD's throughput in
   the same configuration.
 
-The data is the real CIFAR-10 under ``--data-dir`` when it is there, otherwise random images
-written in CIFAR-10's own format to a temporary folder, so the real reader and transforms run
-either way. Steps go through the trainer's own ``Stepper`` (the multi-pass contract, BN rule, AMP).
+Every configuration keeps its own model and loader, and they are timed in interleaved rounds (each
+round runs each configuration for ``--steps`` steps, after ``--warmup`` untimed ones), after one
+untimed round; the figure is the median over the rounds, with the slowest and fastest round beside
+it. cuDNN autotunes, as in the trainer. The data is the real CIFAR-10 under ``--data-dir`` when it
+is there, otherwise random images written in CIFAR-10's own format to a temporary folder, so the
+real reader and transforms run either way. Steps go through the trainer's own ``Stepper`` (the
+multi-pass contract, BN rule, AMP).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from datetime import date
@@ -87,45 +92,67 @@ def on_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
     return inputs, targets.to(device, non_blocking=True)
 
 
-def timed(steps: int, warmup: int, device: torch.device, work: Any) -> float:
-    """Seconds per call of ``work()``, over ``steps`` calls after ``warmup``, device synchronised."""
-    for _ in range(warmup):
-        work()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        work()
-    synchronize(device)
-    return (time.perf_counter() - start) / steps
+#: Batches a DataLoader holds ready per worker (torch's default ``prefetch_factor``).
+PREFETCH_PER_WORKER = 2
 
 
-def data_path_rate(args: argparse.Namespace, cfg: DictConfig, device: torch.device) -> float:
-    """Samples/s of the loader alone (batches moved to the device)."""
-    loaders = make_loaders(build_dataset(cfg.dataset), cfg.dataset, device, seed=0)
-    batches = endless(loaders.train)
-    seconds = timed(args.steps, args.warmup, device,
-                    lambda: on_device(next(batches), device, args.channels_last)[0].sum())
-    return args.batch_size / seconds
+class Configuration:
+    """One measured configuration: a loader alone, or a training step fed by a loader or by one
+    fixed on-device batch ("synthetic"), with its own model, optimizer and batch iterator."""
 
+    def __init__(self, args: argparse.Namespace, data_dir: Path, device: torch.device, loader: str,
+                 precision: str | None = None, optimizer: str | None = None) -> None:
+        self.loader, self.precision, self.optimizer = loader, precision, optimizer
+        self.device = device
+        self.batch_size = args.batch_size
+        cfg = config(args, data_dir, "torch" if loader == "synthetic" else loader, optimizer or "sgd")
+        if loader == "synthetic":
+            fixed = on_device((torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 10, (args.batch_size,))),
+                              device, args.channels_last)
+            self.batches: Iterator = itertools.repeat(fixed)
+        else:
+            loaders = make_loaders(build_dataset(cfg.dataset), cfg.dataset, device, seed=0)
+            self.batches = (on_device(batch, device, args.channels_last) for batch in endless(loaders.train))
+        # A DataLoader's workers fill its queue while the other configurations run: each round first
+        # drains twice that queue, so the timed steps see the loader's steady rate, not its backlog.
+        self.drain = 2 * PREFETCH_PER_WORKER * args.workers if loader == "torch" else 0
+        self.stepper = None
+        if optimizer is not None:
+            torch.manual_seed(0)
+            model = build_model(cfg.model).to(device)
+            if args.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.stepper = Stepper(model, build_optimizer(cfg.optimizer, model), nn.CrossEntropyLoss(),
+                                   lambda: autocast(device, precision), LossScaler(device, precision == "fp16"))
+        self.rates: list[float] = []
 
-def step_rate(args: argparse.Namespace, cfg: DictConfig, device: torch.device, precision: str,
-              loader: str) -> float:
-    """Seconds per training step fed by ``loader`` (or by one fixed on-device batch: ``synthetic``)."""
-    torch.manual_seed(0)
-    model = build_model(cfg.model).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model)
-    stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
-                      LossScaler(device, precision == "fp16"))
-    if loader == "synthetic":
-        fixed = on_device((torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 10, (args.batch_size,))),
-                          device, args.channels_last)
-        batches: Iterator = itertools.repeat(fixed)
-    else:
-        loaders = make_loaders(build_dataset(cfg.dataset), cfg.dataset, device, seed=0)
-        batches = (on_device(batch, device, args.channels_last) for batch in endless(loaders.train))
-    return timed(args.steps, args.warmup, device, lambda: stepper.step(*next(batches)))
+    def work(self) -> None:
+        batch = next(self.batches)
+        if self.stepper is None:
+            batch[0].sum()              # the batch must have arrived on the device
+        else:
+            self.stepper.step(*batch)
+
+    def run_round(self, steps: int, warmup: int, timed: bool) -> None:
+        """``warmup`` (+ the drain) untimed calls, then ``steps`` timed ones; records samples/s."""
+        for _ in range(warmup + self.drain):
+            self.work()
+        synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.work()
+        synchronize(self.device)
+        if timed:
+            self.rates.append(steps * self.batch_size / (time.perf_counter() - start))
+
+    def result(self) -> dict[str, Any]:
+        """Median samples/s over the rounds, with the slowest and fastest round."""
+        median = statistics.median(self.rates)
+        row = {"kind": "data" if self.stepper is None else "step", "loader": self.loader, "samples_per_s": median,
+               "min_samples_per_s": min(self.rates), "max_samples_per_s": max(self.rates), "rounds": len(self.rates)}
+        if self.stepper is not None:
+            row.update(precision=self.precision, optimizer=self.optimizer, ms_per_step=1e3 * self.batch_size / median)
+        return row
 
 
 def main() -> None:
@@ -141,8 +168,12 @@ def main() -> None:
                         help="DataLoader workers of the torch loader (default: up to 4)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on for CUDA")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 5 on the CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 5 on CUDA, 2 on the CPU)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default: 5 on CUDA, 3 on the CPU)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per configuration and round (default: 20 on CUDA, 3 on the CPU)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps per configuration and round (default: 3 on CUDA, 1 on the CPU); "
+                             "a warm-up round comes first")
     parser.add_argument("--train-images", type=int, default=None,
                         help="size of the synthetic training split (default: 50,000 on CUDA, 5,000 on the CPU)")
     parser.add_argument("--data-dir", help="a folder holding cifar-10-batches-py/ (else synthetic data)")
@@ -152,41 +183,46 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
     on_gpu = device.type == "cuda"
     args.channels_last = on_gpu if args.channels_last is None else args.channels_last
-    args.steps = args.steps or (20 if on_gpu else 5)
-    args.warmup = args.warmup or (5 if on_gpu else 2)
+    args.rounds = args.rounds or (5 if on_gpu else 3)
+    args.steps = args.steps or (20 if on_gpu else 3)
+    args.warmup = args.warmup if args.warmup is not None else (3 if on_gpu else 1)
     args.train_images = args.train_images or (50_000 if on_gpu else 5_000)
-    loaders = args.loaders or (["gpu", "torch"] if device.type == "cuda" else ["torch"])
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+    loaders = args.loaders or (["gpu", "torch"] if on_gpu else ["torch"])
+    machine = torch.cuda.get_device_name(device) if on_gpu else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"# training throughput, {date.today()}, {machine}, torch {torch.__version__}, model {args.model}, "
-          f"batch {args.batch_size}, channels_last {args.channels_last}\n")
-    results: list[dict[str, Any]] = []
+          f"batch {args.batch_size}, channels_last {args.channels_last}, {args.workers} DataLoader workers; "
+          f"median of {args.rounds} interleaved rounds of {args.steps} steps [slowest, fastest round]\n")
     with tempfile.TemporaryDirectory() as folder:
         data_dir = cifar_like_data(args, Path(folder))
-        print("| data path | samples/s |\n|---|---|")
-        for loader in loaders:
-            rate = data_path_rate(args, config(args, data_dir, loader), device)
-            results.append({"kind": "data", "loader": loader, "samples_per_s": rate})
-            print(f"| {loader} | {rate:.0f} |", flush=True)
-        print("\n| precision | optimizer | fed by | ms/step | samples/s | × synthetic | × SGD |\n"
-              "|---|---|---|---|---|---|---|")
-        for requested in args.precisions:
-            precision = resolve_precision(requested, device)
-            synthetic: dict[str, float] = {}
-            sgd: dict[str, float] = {}
+        configurations = [Configuration(args, data_dir, device, loader) for loader in loaders]
+        for precision in dict.fromkeys(resolve_precision(requested, device) for requested in args.precisions):
             for optimizer in ["sgd", *(o for o in args.optimizers if o != "sgd")]:
-                for loader in ["synthetic", *loaders]:
-                    seconds = step_rate(args, config(args, data_dir, "torch" if loader == "synthetic" else loader,
-                                                     optimizer), device, precision, loader)
-                    rate = args.batch_size / seconds
-                    synthetic.setdefault(optimizer, rate)
-                    sgd.setdefault(loader, rate)
-                    row = {"kind": "step", "precision": precision, "optimizer": optimizer, "loader": loader,
-                           "ms_per_step": 1e3 * seconds, "samples_per_s": rate,
-                           "of_synthetic": rate / synthetic[optimizer], "of_sgd": rate / sgd[loader]}
-                    results.append(row)
-                    print(f"| {precision} | {optimizer} | {loader} | {row['ms_per_step']:.1f} | {rate:.0f} | "
-                          f"{row['of_synthetic']:.2f} | {row['of_sgd']:.2f} |", flush=True)
+                configurations += [Configuration(args, data_dir, device, loader, precision, optimizer)
+                                   for loader in ["synthetic", *loaders]]
+        # Interleaved: each round runs every configuration once, so a change in the machine's load or
+        # clocks during the run touches all of them alike.
+        for round_index in range(args.rounds + 1):
+            for configuration in configurations:
+                configuration.run_round(args.steps, args.warmup, timed=round_index > 0)
+        results = [configuration.result() for configuration in configurations]
+    print("| data path | samples/s [slowest, fastest] |\n|---|---|")
+    for row in (row for row in results if row["kind"] == "data"):
+        print(f"| {row['loader']} | {row['samples_per_s']:.0f} [{row['min_samples_per_s']:.0f}, "
+              f"{row['max_samples_per_s']:.0f}] |")
+    print("\n| precision | optimizer | fed by | ms/step | samples/s [slowest, fastest] | × synthetic | × SGD |\n"
+          "|---|---|---|---|---|---|---|")
+    steps = [row for row in results if row["kind"] == "step"]
+    for row in steps:
+        synthetic = next(r for r in steps if (r["precision"], r["optimizer"], r["loader"]) ==
+                         (row["precision"], row["optimizer"], "synthetic"))
+        sgd = next(r for r in steps if (r["precision"], r["optimizer"], r["loader"]) ==
+                   (row["precision"], "sgd", row["loader"]))
+        row.update(of_synthetic=row["samples_per_s"] / synthetic["samples_per_s"],
+                   of_sgd=row["samples_per_s"] / sgd["samples_per_s"])
+        print(f"| {row['precision']} | {row['optimizer']} | {row['loader']} | {row['ms_per_step']:.1f} | "
+              f"{row['samples_per_s']:.0f} [{row['min_samples_per_s']:.0f}, {row['max_samples_per_s']:.0f}] | "
+              f"{row['of_synthetic']:.2f} | {row['of_sgd']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"date": str(date.today()), "machine": machine, "model": args.model,
                                                "batch_size": args.batch_size, "results": results}, indent=2))

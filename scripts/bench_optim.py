@@ -9,11 +9,13 @@ includes everything a real step does (closure, BN rule, perturb, restore, base s
 are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times), so a change in the
 machine's load during the run touches every method alike. Reported per model and method: passes per
 step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
-and the extra optimizer memory in parameter-sized buffers (the method's scratch and own state; the
-base optimizer's momentum or Adam moments are not counted, SGD's are the baseline). The models:
-flatmin's ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a
+the extra optimizer memory counted in parameter-sized buffers (the method's scratch and own state;
+the base optimizer's momentum or Adam moments are not counted, SGD's are the baseline) and, on
+CUDA, the measured peak memory of a step above SGD's in the same units (everything: gradients, the
+base optimizer's state, the method's buffers and its transient tensors; see ``StepMemory``). The
+models: flatmin's ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a
 BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults
-take 2 timed rounds after 1 warm-up round (about 5 minutes). When pytorch_optimizer is importable,
+take 5 timed rounds after 1 warm-up round (about 8 minutes). When pytorch_optimizer is importable,
 its SAM runs beside flatmin's with the same settings (``sam[pytorch_optimizer]``: its own closure
 and step, no trainer rules; its buffers are not counted).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import platform
 import statistics
 import time
@@ -99,6 +102,7 @@ class Contestant:
         self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
                                LossScaler(device, precision == "fp16"))
         self.times: list[float] = []
+        self.memory = StepMemory()
 
     def build_optimizer(self, method: str) -> torch.optim.Optimizer:
         return build_optimizer(OmegaConf.load(CONF / f"{method}.yaml"), self.model)
@@ -107,19 +111,45 @@ class Contestant:
         self.stepper.step(self.inputs, self.targets)
 
     def step(self, timed: bool) -> None:
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         self.drive()
-        if self.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize(self.device)
         if timed:
             self.times.append(time.perf_counter() - start)
+        if cuda:
+            self.memory.track(before, torch.cuda.memory_allocated(self.device),
+                              torch.cuda.max_memory_allocated(self.device))
 
     def result(self) -> dict[str, float]:
         return {"passes_per_step": self.stepper.passes / self.stepper.micro_steps,
                 "ms_per_step": 1e3 * statistics.median(self.times),
-                "extra_buffers": extra_buffers(self.optimizer, self.model)}
+                "extra_buffers": extra_buffers(self.optimizer, self.model),
+                "peak_mib": self.memory.peak() / 2**20 if self.device.type == "cuda" else float("nan"),
+                "param_mib": sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20}
+
+
+class StepMemory:
+    """A contestant's device memory above its weights and batch, from its own steps alone (the
+    other contestants' memory does not change while it steps): what its first step left allocated
+    (gradients, optimizer state, the method's buffers) plus the largest transient peak of a step."""
+
+    def __init__(self) -> None:
+        self.kept: int | None = None
+        self.transient = 0
+
+    def track(self, before: int, after: int, peak: int) -> None:
+        if self.kept is None:
+            self.kept = after - before
+        self.transient = max(self.transient, peak - before)
+
+    def peak(self) -> int:
+        return (self.kept or 0) + self.transient
 
 
 class PeerSAM(Contestant):
@@ -168,6 +198,11 @@ def time_methods(methods: list[str], model_name: str, device: torch.device, prec
     return {method: contestant.result() for method, contestant in contestants.items()}
 
 
+def measured(value: float) -> str:
+    """A figure to two decimals, or "n/a" where it was not measured (NaN)."""
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -175,22 +210,22 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet18", "bert"], choices=list(MODELS))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--steps", type=int,
-                        help="timed rounds, one step of each method (default: 10 on CUDA, 2 on a CPU)")
-    parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 3 on CUDA, 1 on a CPU)")
+                        help="timed rounds, one step of each method (default: 30 on CUDA, 5 on a CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 5 on CUDA, 1 on a CPU)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
     precision = resolve_precision(args.precision, device)
     cuda = device.type == "cuda"
-    steps = args.steps or (10 if cuda else 2)
-    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    steps = args.steps or (30 if cuda else 5)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     machine = torch.cuda.get_device_name(device) if cuda else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# optimizer step benchmark, {date.today()}, {machine}, torch {torch.__version__}, {precision}, "
           f"median of {steps} interleaved rounds after {warmup} warm-up\n")
-    print("| model | method | passes/step | ms/step | time ratio to SGD | extra buffers |")
-    print("|---|---|---|---|---|---|")
+    print("| model | method | passes/step | ms/step | time ratio to SGD | extra buffers | peak memory above SGD |")
+    print("|---|---|---|---|---|---|---|")
     results = []
     methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD is always there: the baseline
     if "sam" in methods and peer_available():
@@ -198,10 +233,12 @@ def main() -> None:
     for model_name in args.models:
         rows = time_methods(methods, model_name, device, precision, steps, warmup)
         for method, row in rows.items():
-            row.update(model=model_name, method=method, ratio=row["ms_per_step"] / rows["sgd"]["ms_per_step"])
+            row.update(model=model_name, method=method, ratio=row["ms_per_step"] / rows["sgd"]["ms_per_step"],
+                       peak_above_sgd=(row["peak_mib"] - rows["sgd"]["peak_mib"]) / row["param_mib"])
             results.append(row)
             print(f"| {model_name} | {method} | {row['passes_per_step']:.0f} | {row['ms_per_step']:.1f} | "
-                  f"{row['ratio']:.2f} | {row['extra_buffers']:.2f} |", flush=True)
+                  f"{row['ratio']:.2f} | {measured(row['extra_buffers'])} | {measured(row['peak_above_sgd'])} |",
+                  flush=True)
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"date": str(date.today()), "machine": machine, "precision": precision, "results": results},
