@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -41,7 +40,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from flatmin.data import build_dataset, make_loaders
+from flatmin.data import build_dataset, make_loaders, resolve_num_workers
 from flatmin.data.cifar import write_cifar10
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
@@ -164,8 +163,9 @@ def main() -> None:
     parser.add_argument("--loaders", nargs="+", default=None, help="gpu and/or torch (default: both on CUDA, "
                                                                     "torch on the CPU)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="DataLoader workers of the torch loader (default: up to 4)")
+    parser.add_argument("--workers", type=int, default=resolve_num_workers("auto"),
+                        help="DataLoader workers of the torch loader (default: dataset.num_workers=auto, this "
+                             "process's CPUs)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on for CUDA")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default: 5 on CUDA, 3 on the CPU)")

@@ -124,7 +124,7 @@ class Contestant:
             self.times.append(time.perf_counter() - start)
         if cuda:
             self.memory.track(before, torch.cuda.memory_allocated(self.device),
-                              torch.cuda.max_memory_allocated(self.device))
+                              torch.cuda.max_memory_allocated(self.device), timed)
 
     def result(self) -> dict[str, float]:
         return {"passes_per_step": self.stepper.passes / self.stepper.micro_steps,
@@ -137,16 +137,18 @@ class Contestant:
 class StepMemory:
     """A contestant's device memory above its weights and batch, from its own steps alone (the
     other contestants' memory does not change while it steps): what its first step left allocated
-    (gradients, optimizer state, the method's buffers) plus the largest transient peak of a step."""
+    (gradients, optimizer state, the method's buffers) plus the largest transient peak of a timed
+    step (the warm-up's hold cuDNN's autotuning workspaces)."""
 
     def __init__(self) -> None:
         self.kept: int | None = None
         self.transient = 0
 
-    def track(self, before: int, after: int, peak: int) -> None:
+    def track(self, before: int, after: int, peak: int, timed: bool) -> None:
         if self.kept is None:
             self.kept = after - before
-        self.transient = max(self.transient, peak - before)
+        if timed:
+            self.transient = max(self.transient, peak - before)
 
     def peak(self) -> int:
         return (self.kept or 0) + self.transient

@@ -30,6 +30,7 @@ failed: exit status 1) and ``target`` (a speed target missed: reported, exit sta
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.metadata
 import json
 import math
@@ -165,13 +166,8 @@ def section_environment(ctx: Context, out: Section) -> None:
 # -- 1. every optimizer through the Stepper, bf16 and fp16 --------------------------------------------
 def section_optimizers(ctx: Context, out: Section) -> None:
     import torch
-    from omegaconf import OmegaConf
-    from torch import nn
 
     from flatmin.models import CifarResNet, SmallCNN
-    from flatmin.optim import build_optimizer
-    from flatmin.train.precision import LossScaler, autocast
-    from flatmin.train.step import Stepper
 
     device = torch.device(ctx.device_name)
     torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
@@ -186,48 +182,65 @@ def section_optimizers(ctx: Context, out: Section) -> None:
     targets = torch.randint(0, 10, (batch,), generator=generator).to(device)
     rows: list[dict[str, Any]] = []
     for precision in ("bf16", "fp16"):
-        sgd_peak = None
         for method in optimizer_names():
-            torch.manual_seed(0)
-            model = build().to(device).to(memory_format=torch.channels_last)
-            optimizer = build_optimizer(OmegaConf.load(CONF / "optimizer" / f"{method}.yaml"), model)
-            scaler = LossScaler(device, precision == "fp16")
-            stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision), scaler)
-            params = [p for p in model.parameters()]
-            param_bytes = sum(p.numel() * p.element_size() for p in params)
-            resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0   # weights and batch
-            losses, times = [], []
-            for index in range(3 + steps):
-                if index == 3 and device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)     # cuDNN's autotuning workspaces are behind
-                synchronize(device)
-                start = time.perf_counter()
-                loss, _, _ = stepper.step(inputs, targets)
-                synchronize(device)
-                if index >= 3:
-                    times.append(time.perf_counter() - start)
-                losses.append(loss.item())
-            row: dict[str, Any] = {"method": method, "precision": precision,
-                                   "passes_per_step": stepper.passes / stepper.micro_steps,
-                                   "ms_per_step": 1e3 * statistics.median(times),
-                                   "first_loss": losses[0], "last_loss": losses[-1]}
-            label = f"{method} {precision}"
-            out.check(all(math.isfinite(value) for value in losses), f"{label}: a non-finite loss in {losses}")
-            if losses[-1] >= losses[0]:
-                out.note(f"{label}: the loss did not fall on a fixed batch ({losses[0]:.4g} -> {losses[-1]:.4g})")
+            row = method_steps(method, precision, build, inputs, targets, steps, device, out)
             if device.type == "cuda":
-                peak = torch.cuda.max_memory_allocated(device) - resident
-                sgd_peak = peak if method == "sgd" else sgd_peak
-                row.update(peak_mib=peak / 2**20, above_sgd_mib=(peak - sgd_peak) / 2**20,
-                           above_sgd_in_params=(peak - sgd_peak) / param_bytes)
-            if precision == "fp16":
-                row["overflow_skips_and_backs_off"] = forced_overflow(stepper, scaler, params, inputs, targets, out,
-                                                                      label)
+                sgd = row if method == "sgd" else next(r for r in rows if (r["method"], r["precision"]) ==
+                                                       ("sgd", precision))
+                above = row["peak_bytes"] - sgd["peak_bytes"]
+                row.update(above_sgd_mib=above / 2**20, above_sgd_in_params=above / row["param_bytes"])
             rows.append(row)
             out.figure("rows", rows)
-            del model, optimizer, stepper
+            gc.collect()                # the Stepper and its optimizer refer to each other
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def method_steps(method: str, precision: str, build: Callable[[], Any], inputs: Any, targets: Any, steps: int,
+                 device: Any, out: Section) -> dict[str, Any]:
+    """``steps`` timed steps of one method after 3 warm-up steps (cuDNN autotunes in those): losses,
+    median ms per step, the peak device memory above the weights and batch, and in fp16 the forced
+    overflow."""
+    import torch
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from flatmin.optim import build_optimizer
+    from flatmin.train.precision import LossScaler, autocast
+    from flatmin.train.step import Stepper
+
+    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0   # the batch
+    torch.manual_seed(0)
+    model = build().to(device).to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(OmegaConf.load(CONF / "optimizer" / f"{method}.yaml"), model)
+    scaler = LossScaler(device, precision == "fp16")
+    stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision), scaler)
+    params = list(model.parameters())
+    losses, times = [], []
+    for index in range(3 + steps):
+        if index == 3 and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)     # cuDNN's autotuning workspaces are behind
+        synchronize(device)
+        start = time.perf_counter()
+        loss, _, _ = stepper.step(inputs, targets)
+        synchronize(device)
+        if index >= 3:
+            times.append(time.perf_counter() - start)
+        losses.append(loss.item())
+    row: dict[str, Any] = {"method": method, "precision": precision,
+                           "passes_per_step": stepper.passes / stepper.micro_steps,
+                           "ms_per_step": 1e3 * statistics.median(times), "first_loss": losses[0],
+                           "last_loss": losses[-1], "param_bytes": sum(p.numel() * p.element_size() for p in params)}
+    label = f"{method} {precision}"
+    out.check(all(math.isfinite(value) for value in losses), f"{label}: a non-finite loss in {losses}")
+    if losses[-1] >= losses[0]:
+        out.note(f"{label}: the loss did not fall on a fixed batch ({losses[0]:.4g} -> {losses[-1]:.4g})")
+    if device.type == "cuda":
+        row["peak_bytes"] = torch.cuda.max_memory_allocated(device) - resident
+        row["peak_mib"] = row["peak_bytes"] / 2**20
+    if precision == "fp16":
+        row["overflow_skips_and_backs_off"] = forced_overflow(stepper, scaler, params, inputs, targets, out, label)
+    return row
 
 
 def forced_overflow(stepper: Any, scaler: Any, params: list, inputs: Any, targets: Any, out: Section,
@@ -472,6 +485,8 @@ def run_sections(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {"device": args.device, "quick": args.quick, "budget_s": args.budget, "sections": {}}
     for name, (_, cap) in SECTIONS.items():
+        if args.sections and name not in args.sections and name != "environment":
+            continue
         left = args.budget - (time.monotonic() - started)
         limit = min(left, cap) if not args.quick else left
         if left < MIN_SECTION_S:
@@ -556,6 +571,9 @@ def main() -> None:
                         help="the smoke mode: tiny sizes, every section, no time caps beyond the budget")
     parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S", 450)),
                         help="seconds for all sections together (default 450)")
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS),
+                        default=os.environ.get("SECTIONS", "").split() or None,
+                        help="run only these sections (and environment); default: all")
     parser.add_argument("--work", help="scratch folder for runs (default: a temporary folder)")
     parser.add_argument("--section", choices=list(SECTIONS), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

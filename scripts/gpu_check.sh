@@ -4,7 +4,8 @@
 #   scripts/gpu_check.sh [OUT_DIR]                    # make gpu-check; OUT_DIR defaults to outputs/gpu_check/<stamp>
 #   DEVICE=cpu QUICK=1 scripts/gpu_check.sh OUT_DIR   # the CPU smoke mode the test suite runs
 #
-# Environment: PYTHON (python3), DEVICE (cuda), QUICK (0), BUDGET_S (450 seconds for all sections).
+# Environment: PYTHON (python3), DEVICE (cuda), QUICK (0), BUDGET_S (450 seconds for all sections),
+# SECTIONS (a space-separated subset, e.g. "optimizers compile"; default: all).
 # It runs from the source tree (PYTHONPATH is set here), so flatmin need not be installed. On an image
 # without Hydra and omegaconf, `make wheels` beforehand puts them (and pytorch_optimizer, for the peer
 # comparison) in .wheels/; they are installed into a temporary folder for this check only.

@@ -83,6 +83,8 @@ INVALID = [
     (["trainer.epochs=-2"], "trainer.epochs must be a positive integer (got -2)."),
     (["dataset.batch_size=0"], "dataset.batch_size must be a positive integer (got 0)."),
     (["dataset.batch_size=-8"], "dataset.batch_size must be a positive integer (got -8)."),
+    (["dataset=cifar10", "dataset.num_workers=many"],
+     "dataset.num_workers must be auto or a non-negative integer (got 'many')."),
     (["trainer.precision=fp8"], "trainer.precision must be one of auto, bf16, fp16, fp32 (got 'fp8')."),
     (["dataset.label_noise.rate=1.2"], "dataset.label_noise.rate must be a number in [0, 1) (got 1.2)."),
     (["dataset.label_noise.mode=pairs"], "dataset.label_noise.mode must be symmetric or asymmetric (got 'pairs')."),

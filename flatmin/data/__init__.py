@@ -15,7 +15,7 @@ import torch
 
 from flatmin.data.device_loader import build_device_loaders
 from flatmin.data.digits import build_digits
-from flatmin.data.splits import DataSplits, EpochShuffleSampler, Loaders, build_loaders
+from flatmin.data.splits import DataSplits, EpochShuffleSampler, Loaders, build_loaders, resolve_num_workers
 from flatmin.errors import ConfigError
 
 FINETUNE_SETS = ("aircraft", "caltech256", "cars", "cub200", "dogs", "flowers102", "indoor67")
@@ -57,9 +57,9 @@ def make_loaders(splits: DataSplits, cfg: DictConfig, device: torch.device, seed
     if choice == "gpu" or (choice == "auto" and device.type == "cuda" and splits.on_device is not None):
         return build_device_loaders(splits.on_device, cfg.batch_size, cfg.eval_batch_size, device, seed, rank,
                                     world_size)
-    return build_loaders(splits, cfg.batch_size, cfg.eval_batch_size, cfg.num_workers, seed,
-                         pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
+    return build_loaders(splits, cfg.batch_size, cfg.eval_batch_size, resolve_num_workers(cfg.num_workers),
+                         seed, pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
 
 
 __all__ = ["DATASETS", "FINETUNE_SETS", "GLUE_TASKS", "DataSplits", "EpochShuffleSampler", "Loaders", "build_dataset", "build_loaders",
-           "make_loaders"]
+           "make_loaders", "resolve_num_workers"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -70,6 +71,17 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples // self.world_size
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """``dataset.num_workers``: an integer as is; ``auto`` is the CPUs this process may use, shared
+    among the training processes on this node (torchrun's ``LOCAL_WORLD_SIZE``), at least one.
+    A GPU needs them: on an H200 host, 4 workers fed ResNet-18 a third of what it can consume
+    (docs/benchmarks.md)."""
+    if value != "auto":
+        return int(value)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num_workers: int,
