@@ -6,7 +6,7 @@ PYTHON ?= python
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-install: ## install flatmin and its test dependencies into the current Python (3.11)
+install: ## install flatmin and its test dependencies into the current Python (3.11 or newer)
 	$(PYTHON) -m pip install -e ".[dev]"
 
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)

@@ -192,6 +192,9 @@ def peer_available() -> bool:
 def time_methods(methods: list[str], model_name: str, device: torch.device, precision: str, steps: int,
                  warmup: int) -> dict[str, dict[str, float]]:
     """Per method, its passes, median ms per step and extra buffers, from interleaved rounds."""
+    # Process-wide allocations made on first use (cuBLAS's workspace) must not count as the first
+    # contestant's memory: a throwaway step takes them first.
+    Contestant("sgd", model_name, device, precision).step(timed=False)
     contestants = {method: (PeerSAM if method == PeerSAM.NAME else Contestant)(method, model_name, device, precision)
                    for method in methods}
     for round_index in range(warmup + steps):
