@@ -1,13 +1,24 @@
-"""Flat-minima optimizers on one contract: ``opt.step(closure)`` (see ``optimizers.md``)."""
+"""Flat-minima optimizers on one contract: ``opt.step(closure)`` (see ``docs/optimizers.md``).
 
-from flatmin.optim.build import BASE_OPTIMIZERS, METHODS, build_hyper_schedule, build_optimizer, param_groups
-from flatmin.optim.gam import GAM
-from flatmin.optim.lookahead import Lookahead
-from flatmin.optim.multipass import MultiPassOptimizer, global_norm
-from flatmin.optim.nso import NSO
-from flatmin.optim.sam import SAM
-from flatmin.optim.schedules import HyperparameterSchedule
-from flatmin.optim.tracer import TRACER
+Every module of this package is imported here, so that a method file registers its class (and
+becomes importable as ``flatmin.optim.<ClassName>``) without being listed anywhere else.
+"""
 
-__all__ = ["BASE_OPTIMIZERS", "GAM", "METHODS", "NSO", "SAM", "TRACER", "HyperparameterSchedule", "Lookahead",
-           "MultiPassOptimizer", "build_hyper_schedule", "build_optimizer", "global_norm", "param_groups"]
+import importlib
+import pkgutil
+
+from flatmin.optim.multipass import NORM_EPS, MultiPassOptimizer, global_norm
+from flatmin.optim.registry import METHODS, method_label, method_table
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+globals().update({cls.__name__: cls for cls in METHODS.values()})
+
+from flatmin.optim.build import BASE_OPTIMIZERS, build_hyper_schedule, build_optimizer, param_groups  # noqa: E402
+from flatmin.optim.lookahead import Lookahead  # noqa: E402
+from flatmin.optim.schedules import HyperparameterSchedule  # noqa: E402
+
+__all__ = ["BASE_OPTIMIZERS", "METHODS", "NORM_EPS", "HyperparameterSchedule", "Lookahead", "MultiPassOptimizer",
+           "build_hyper_schedule", "build_optimizer", "global_norm", "method_label", "method_table", "param_groups",
+           *sorted(cls.__name__ for cls in METHODS.values())]

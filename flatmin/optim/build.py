@@ -1,97 +1,160 @@
-"""``build_optimizer(cfg, model)``: param groups plus the method named in the ``optimizer`` config."""
+"""``build_optimizer(cfg, model)``: param groups, the base optimizer, and the method over it, from the
+``optimizer`` config.
+
+An ``optimizer`` config (``conf/optimizer/<name>.yaml``) is the shared block
+``conf/optimizer_common/base.yaml`` (the base optimizer, the param grouping, Lookahead) plus the
+method's own hyperparameters (``method: <key>`` and the keys that method declares, see
+``flatmin/optim/hyper.py``). :func:`check_optimizer_config` checks such a config against those
+declarations; :func:`build_optimizer` builds it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
+from flatmin.checks import listing
 from flatmin.errors import ConfigError
-from flatmin.optim.gam import GAM
 from flatmin.optim.lookahead import Lookahead
-from flatmin.optim.nso import NSO
-from flatmin.optim.sam import SAM
+from flatmin.optim.registry import METHODS
 from flatmin.optim.schedules import HyperparameterSchedule
-from flatmin.optim.tracer import TRACER
 
 BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
 }
+#: Layers whose parameters are "normalization parameters" for ``perturb: norm | no_norm`` (SAM-ON).
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+#: The shared block every optimizer config starts from.
+COMMON_BLOCK = Path(__file__).resolve().parents[2] / "conf" / "optimizer_common" / "base.yaml"
 
-#: Each method: its class and the config keys passed to it as method hyperparameters.
-#: ASAM is SAM with ``adaptive: true``; SGD-/Adam-TRACER are TRACER over ``base: sgd``/``adam``.
-METHODS: dict[str, tuple[type[Optimizer], tuple[str, ...]]] = {
-    "sam": (SAM, ("rho", "adaptive", "eta")),
-    "asam": (SAM, ("rho", "adaptive", "eta")),
-    "gam": (GAM, ("rho", "rho_p", "alpha", "beta", "gamma", "variant")),
-    "nso": (NSO, ("sigma", "num_perturbs", "two_sided", "lam", "distribution")),
-    "sgd_tracer": (TRACER, ("rho", "lam", "beta2", "delta")),
-    "adam_tracer": (TRACER, ("rho", "lam", "beta2", "delta")),
-}
+
+@cache
+def common_keys() -> frozenset[str]:
+    """The settings every optimizer config has (the shared block's keys, ``name`` and ``schedules``)."""
+    return frozenset(OmegaConf.load(COMMON_BLOCK)) | {"name", "schedules"}
+
+
+@cache
+def timm_optimizers() -> frozenset[str]:
+    """The names ``timm.optim.create_optimizer_v2`` accepts (timm is imported only when asked)."""
+    from timm.optim import list_optimizers
+
+    return frozenset(list_optimizers())
+
+
+def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for a method or base that does not exist, a key the method does
+    not declare (written with ``+`` or not), or a hyperparameter its declaration rejects."""
+    method = cfg.get("method")
+    if method is not None and method not in METHODS:
+        raise ConfigError(f"optimizer.method must be null or one of {listing(METHODS)} (got {method!r}).")
+    base = cfg.get("base")
+    if base not in BASE_OPTIMIZERS and base not in timm_optimizers():
+        raise ConfigError(f"optimizer.base must be one of {listing(BASE_OPTIMIZERS)} or an optimizer timm.optim "
+                          f"creates ({listing(timm_optimizers() - set(BASE_OPTIMIZERS))}) (got {base!r}).")
+    declared = METHODS[method].hyperparameters if method else {}
+    unknown = sorted(set(cfg) - common_keys() - set(declared))
+    if unknown:
+        own = listing(declared) if declared else "none"
+        raise ConfigError(f"optimizer.{unknown[0]} is not a setting of optimizer {cfg.get('name')!r} (its method's "
+                          f"settings: {own}; the shared ones: {listing(common_keys())}).")
+    for key, hyper in declared.items():
+        if key in cfg and not hyper.check(cfg[key]):
+            raise ConfigError(f"optimizer.{key} must be {hyper.check.requirement} (got {cfg[key]!r}).")
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
-                 adaptive_tensors: str = "weights") -> list[dict[str, Any]]:
-    """Split the trainable parameters into groups by weight decay and ASAM adaptivity.
+                 adaptive_tensors: str = "weights", perturb_tensors: str = "all") -> list[dict[str, Any]]:
+    """Split the trainable parameters into groups by weight decay, ASAM adaptivity and perturbation.
 
     Without ``decay_norm_and_bias`` the 1-D tensors (biases, norm weights) get no weight decay.
     ``adaptive_tensors="weights"`` follows the official ASAM code: a tensor is scaled by ``|θ|+eta``
     only if its name contains ``weight``, so biases are exempt (Kwon et al., ICML 2021); ``"all"``
-    scales every tensor, as the widely copied single-file ASAM does.
+    scales every tensor, as the widely copied single-file ASAM does. ``perturb_tensors``: ``all``,
+    ``norm`` (SAM-ON, Mueller et al., NeurIPS 2023: only the parameters of normalization layers are
+    perturbed) or ``no_norm`` (all but those); the others get ``perturb=False`` and are still
+    stepped. Normalization layers are found by type (:data:`NORM_LAYERS`); the SAM-ON release
+    selects by name (``norm`` or ``bn`` in it), which agrees on the usual ResNets, WRNs and ViTs.
     """
-    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    norm_params = {id(p) for module in model.modules() if isinstance(module, NORM_LAYERS)
+                   for p in module.parameters(recurse=False)}
+    groups: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = weight_decay if decay_norm_and_bias or param.ndim > 1 else 0.0
-        groups.setdefault((decay, adaptive_tensors == "all" or "weight" in name), []).append(param)
-    return [{"params": params, "weight_decay": decay, "adaptive": adaptive}
-            for (decay, adaptive), params in groups.items()]
+        adaptive = adaptive_tensors == "all" or "weight" in name
+        perturb = perturb_tensors == "all" or (id(param) in norm_params) == (perturb_tensors == "norm")
+        groups.setdefault((decay, adaptive, perturb), []).append(param)
+    return [{"params": params, "weight_decay": decay, "adaptive": adaptive, "perturb": perturb}
+            for (decay, adaptive, perturb), params in groups.items()]
 
 
-def base_kwargs(cfg: DictConfig, base: str) -> dict[str, Any]:
-    """The keyword arguments of the base optimizer ``base`` taken from the ``optimizer`` config."""
+def base_kwargs(cfg: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """The keyword arguments of torch's ``base`` optimizer taken from the ``optimizer`` config."""
     if base == "sgd":
-        return {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov}
-    return {"lr": cfg.lr, "betas": tuple(cfg.betas), "eps": cfg.eps, "amsgrad": cfg.amsgrad}
+        return {"lr": cfg["lr"], "momentum": cfg["momentum"], "nesterov": cfg["nesterov"]}
+    return {"lr": cfg["lr"], "betas": tuple(cfg["betas"]), "eps": cfg["eps"], "amsgrad": cfg["amsgrad"]}
 
 
-def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
+def build_base(cfg: Mapping[str, Any], groups: list[dict[str, Any]]) -> Optimizer:
+    """The base optimizer on ``groups``: torch's SGD, Adam or AdamW with the config's arguments, or
+    any optimizer ``timm.optim`` creates by name (with ``lr``, ``weight_decay``, ``momentum`` and
+    ``base_kwargs``, its own arguments; timm's defaults for the rest)."""
+    base = cfg["base"]
+    if base in BASE_OPTIMIZERS:
+        return BASE_OPTIMIZERS[base](groups, **base_kwargs(cfg, base))
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(groups, opt=base, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                               momentum=cfg["momentum"], **dict(cfg.get("base_kwargs") or {}))
+
+
+def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module) -> Optimizer:
     """Build the optimizer of the ``optimizer`` config group for ``model``.
 
-    ``cfg.name`` is a base optimizer (``sgd``, ``adam``, ``adamw``) or a method wrapping the base
-    optimizer ``cfg.base``; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The
-    result follows the ``step(closure)`` contract.
+    ``cfg.method`` is null (the base optimizer alone) or a registered method wrapping the base
+    optimizer ``cfg.base``; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The result
+    follows the ``step(closure)`` contract. A value the base optimizer or the method refuses is a
+    :class:`ConfigError` naming it.
     """
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.get("adaptive_tensors", "weights"))
-    if cfg.name in BASE_OPTIMIZERS:
-        optimizer = BASE_OPTIMIZERS[cfg.name](groups, **base_kwargs(cfg, cfg.name))
-    elif cfg.name in METHODS:
-        method, keys = METHODS[cfg.name]
-        method_kwargs = {key: cfg[key] for key in keys}
-        optimizer = method(groups, BASE_OPTIMIZERS[cfg.base], **method_kwargs, **base_kwargs(cfg, cfg.base))
-    else:
-        valid = ", ".join(sorted([*BASE_OPTIMIZERS, *METHODS]))
-        raise ConfigError(f"optimizer.name must be one of {valid} (got {cfg.name!r}).")
+    check_optimizer_config(cfg)
+    method = METHODS.get(cfg.get("method"))
+    grouping = {key: cfg[key] for key, hyper in (method.hyperparameters if method else {}).items()
+                if hyper.grouping and key in cfg}
+    groups = param_groups(model, cfg["weight_decay"], cfg["decay_norm_and_bias"],
+                          perturb_tensors=cfg.get("perturb", "all"), **grouping)
+    try:
+        optimizer = build_base(cfg, groups)
+        if method is not None:
+            kwargs = {key: cfg[key] for key, hyper in method.hyperparameters.items()
+                      if key in cfg and not hyper.grouping}
+            optimizer = method(None, optimizer, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"optimizer {cfg.get('name')!r} ({cfg.get('method') or 'no method'} over "
+                          f"{cfg['base']}) refuses these settings: {error}.") from error
     lookahead = cfg.get("lookahead")
-    if lookahead is not None and lookahead.enabled:
-        optimizer = Lookahead(optimizer, k=lookahead.k, alpha=lookahead.alpha)
+    if lookahead is not None and lookahead["enabled"]:
+        optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead["alpha"])
     return optimizer
 
 
 def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int) -> HyperparameterSchedule:
     """The schedule of ``cfg.schedules`` (absent or empty: nothing scheduled) over ``total_steps``
-    optimizer steps. Only a method's numeric hyperparameters can be scheduled (``lr`` is the LR
-    scheduler's); another key is a ``ConfigError`` (the kinds are checked with the other values)."""
+    optimizer steps. Only the hyperparameters the method declares schedulable can be scheduled
+    (``lr`` is the LR scheduler's); another key is a ``ConfigError``."""
     kinds = dict(cfg.get("schedules") or {})
-    group = optimizer.param_groups[0]
-    keys = METHODS[cfg.name][1] if cfg.name in METHODS else ()
-    schedulable = [key for key in keys if key in group and not isinstance(group[key], bool)]
+    method = METHODS.get(cfg.get("method"))
+    schedulable = [key for key, hyper in (method.hyperparameters if method else {}).items() if hyper.schedulable]
     for key, kind in kinds.items():
         if key not in schedulable:
             raise ConfigError(f"optimizer.schedules.{key} is not a hyperparameter of optimizer {cfg.name!r} "

@@ -13,18 +13,14 @@ h_plus); the spec allows 4.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
+from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL, one_of
+from flatmin.optim.hyper import Card, Hyper
 from flatmin.optim.multipass import NORM_EPS, ActiveParams, Closure, MultiPassOptimizer, global_dot, global_norm
 
-VARIANTS = ("released", "paper")
-
-
-class GAM(MultiPassOptimizer):
+class GAM(MultiPassOptimizer, key="gam"):
     """Gradient norm Aware Minimization, ``variant="released"`` (default) or ``"paper"``.
 
     The two variants differ only in ``h_minus``: the released code, which produced the paper's
@@ -34,38 +30,37 @@ class GAM(MultiPassOptimizer):
     Gradient accumulation: each micro-batch runs the four passes on its own gradients.
     """
 
+    hyperparameters = {
+        "rho": Hyper(0.2, NON_NEGATIVE, "[grad_norm_rho] radius of the ascent along h0 = g1 − g0", schedulable=True),
+        "rho_p": Hyper(0.02, NON_NEGATIVE, "[grad_rho] radius of the two SAM-like ascents", schedulable=True),
+        "alpha": Hyper(0.6, UNIT_INTERVAL, "[grad_beta_1] h_plus = alpha·g1 + (1−alpha)·g3", schedulable=True),
+        "beta": Hyper(0.5, UNIT_INTERVAL, "[grad_beta_0] the weight of g2 in h_minus", schedulable=True),
+        "gamma": Hyper(0.03, NON_NEGATIVE, "[grad_gamma] G = h_plus − gamma·h_perp", schedulable=True),
+        "variant": Hyper("released", one_of("released", "paper"), "released | paper (only h_minus differs)",
+                         structural=True),
+    }
+    card = Card("GAM", "4", "3 (θ, g0 → h_minus, g1 → h_plus)", "Zhang et al., CVPR 2023")
     passes_per_step = 4
-
-    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer, rho: float = 0.2,
-                 rho_p: float = 0.02, alpha: float = 0.6, beta: float = 0.5, gamma: float = 0.03,
-                 variant: str = "released", **base_kwargs: Any) -> None:
-        if rho < 0 or rho_p < 0:
-            raise ValueError(f"rho and rho_p must be >= 0, got {rho} and {rho_p}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        self.variant = variant
-        super().__init__(params, base_optimizer,
-                         {"rho": rho, "rho_p": rho_p, "alpha": alpha, "beta": beta, "gamma": gamma}, **base_kwargs)
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """The four passes of the algorithm box on the same mini-batch, then the base step."""
         loss = self.take_pass(closure)                                # g0 = ∇L_B(θ)              pass 1
         active = self.active()
-        params = active.params
-        theta = self.save("theta", params, params)
+        params, moved = active.params, active.perturbed.params
+        theta = self.save("theta", moved, moved)
         g0 = self.save("g0", params, active.grads)
         self.ascend(active, "rho_p")                                  # θ + rho_p·g0/‖g0‖
         self.take_pass(closure)                                       # g1                        pass 2
         self.save("g1", params, active.grads)
         torch._foreach_sub_(active.grads, g0)                         # h0 = g1 − g0, in .grad
-        self.restore(params, theta)
+        self.restore(moved, theta)
         self.ascend(active, "rho")                                    # θ2 = θ + rho·h0/‖h0‖
         self.take_pass(closure)                                       # g2 = ∇L_B(θ2)             pass 3
         self._fold_h_minus(active)                                    # g0 buffer ← h_minus
         self.ascend(active, "rho_p")                                  # θ2 + rho_p·g2/‖g2‖
         self.take_pass(closure)                                       # g3                        pass 4
-        self.restore(params, theta)
+        self.restore(moved, theta)
         self._decompose(active)                                       # .grad ← G
         self.base_step()
         return loss

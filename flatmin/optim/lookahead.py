@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from flatmin.optim.hyper import Card
 from flatmin.optim.multipass import Closure, MultiPassOptimizer
 
 
@@ -31,12 +32,14 @@ class Lookahead(MultiPassOptimizer):
     the wrapped optimizer's state. Defaults k = 5, alpha = 0.5 (the paper's).
     """
 
+    card = Card("Lookahead", "the wrapped one's", "+1 (slow weights φ)", "Zhang et al., NeurIPS 2019")
+
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        super().__init__(None, optimizer, {})
+        super().__init__(None, optimizer)
         self.k = k
         self.alpha = alpha
         self.base_steps = 0

@@ -13,12 +13,16 @@ groups (shared with the base optimizer), so schedules can change them per group 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.registry import register
 
 Closure = Callable[[], Tensor]
 
@@ -68,33 +72,67 @@ class ActiveParams(list[ActiveGroup]):
     def grads(self) -> list[Tensor]:
         return [g for entry in self for g in entry.grads]
 
+    @property
+    def perturbed(self) -> ActiveParams:
+        """The groups a method may move before a pass: all but those with ``perturb=False``
+        (SAM-ON's groups; ``optimizers-more.md``, "Param-group option perturb")."""
+        return ActiveParams(entry for entry in self if entry.options.get("perturb", True))
+
 
 class MultiPassOptimizer(Optimizer):
     """Base class of the flat-minima methods: wraps a base optimizer on shared param groups.
 
-    ``base_optimizer`` is an optimizer class (built here on ``params`` with ``**base_kwargs``) or
-    an instance, whose param groups are adopted (``params`` is then ignored and may be None). The
-    method's own hyperparameters (``defaults``) live in the same group dicts, so a scheduler
-    attached to either object can change ``lr`` or ``rho`` per group.
+    ``base_optimizer`` is an optimizer class (built here on ``params`` with the keyword arguments
+    that are not the method's) or an instance, whose param groups are adopted (``params`` is then
+    ignored and may be None). A method declares its hyperparameters once, in ``hyperparameters``
+    (:class:`~flatmin.optim.hyper.Hyper`): this constructor takes them as keyword arguments,
+    checks them, keeps the structural ones as attributes and puts the others in every param group
+    (shared with the base optimizer, so a scheduler attached to either can change ``lr`` or
+    ``rho`` per group). A subclass given a ``key`` (``class GSAM(MultiPassOptimizer, key="gsam")``)
+    is registered under it for ``optimizer.method``.
 
     ``base_step_gate``, when set (the trainer sets it), is called after ``G`` is in ``.grad`` and
     θ is restored; it may edit the gradients (averaging micro-batches, clipping) and returns
     False to skip the base step (fp16 overflow, an unfinished gradient accumulation).
     """
 
+    #: The method's hyperparameters, by keyword (see :class:`~flatmin.optim.hyper.Hyper`).
+    hyperparameters: ClassVar[dict[str, Hyper]] = {}
+    #: Its row of the README's method table.
+    card: ClassVar[Card]
     #: Forward+backward passes one ``step`` performs; subclasses set it.
     passes_per_step: int = 1
 
-    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer,
-                 defaults: dict[str, Any], **base_kwargs: Any) -> None:
+    def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if key is not None:
+            cls.key = key
+            register(key, cls)
+        if "__init__" not in cls.__dict__:
+            cls.__signature__ = _signature(cls.hyperparameters)
+
+    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer, **kwargs: Any) -> None:
+        group_options = {}
+        for name, hyper in self.hyperparameters.items():
+            if hyper.grouping:
+                continue
+            value = kwargs.pop(name, hyper.default)
+            if not hyper.check(value):
+                raise ValueError(f"{type(self).__name__}: {name} must be {hyper.check.requirement} (got {value!r})")
+            if hyper.structural:
+                setattr(self, name, value)
+            else:
+                group_options[name] = value
         if isinstance(base_optimizer, Optimizer):
-            if base_kwargs:
-                raise TypeError("base-optimizer keyword arguments need a base optimizer class, not an instance")
-            super().__init__(base_optimizer.param_groups, defaults)
+            if kwargs:
+                raise TypeError(f"{type(self).__name__} got keyword arguments that are not its hyperparameters "
+                                f"({', '.join(kwargs)}): base-optimizer arguments need a base optimizer class, "
+                                "not an instance")
+            super().__init__(base_optimizer.param_groups, group_options)
             self.base_optimizer = base_optimizer
         else:
-            super().__init__(params, defaults)
-            self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+            super().__init__(params, group_options)
+            self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         self.base_step_gate: Callable[[], bool] | None = None
@@ -136,33 +174,41 @@ class MultiPassOptimizer(Optimizer):
         """Copy ``tensors`` (one per parameter: the parameters themselves, or their gradients) into
         the scratch buffers ``name`` of ``params`` and return those buffers."""
         saved = self.buffers(name, params)
-        torch._foreach_copy_(saved, tensors)
+        if saved:
+            torch._foreach_copy_(saved, tensors)
         return saved
 
     @staticmethod
     def restore(params: list[Tensor], saved: list[Tensor]) -> None:
         """Copy the saved θ back into the parameters, bit for bit."""
-        torch._foreach_copy_(params, saved)
+        if params:
+            torch._foreach_copy_(params, saved)
 
     @staticmethod
-    def ascend(active: ActiveParams, radius: str, scales: list[list[Tensor] | None] | None = None) -> None:
+    def ascend(active: ActiveParams, radius: str, scales: list[list[Tensor] | None] | None = None,
+               normalize: bool = True) -> None:
         """Move θ along the current gradients g: ``θ ← θ + r · S²⊙g / (‖S⊙g‖ + ξ)``.
 
         ``r`` is each group's option ``radius`` (``rho``, ``rho_p``); ``S`` (one list of tensors per
         group, None where S = 1) is ASAM's ``|θ|+eta`` or TRACER's ``sqrt(D)``; without it this is
-        SAM's ``rho · g/‖g‖``. The step is built in place in the gradient tensors, which the next
-        pass overwrites.
+        SAM's ``rho · g/‖g‖``. ``normalize=False`` drops the norm (USAM: ``θ ← θ + r·S²⊙g``).
+        Only the groups that may be perturbed move, and the norm is theirs. The step is built in
+        place in the gradient tensors, which the next pass overwrites.
         """
-        scales = scales or [None] * len(active)
-        for entry, scale in zip(active, scales):             # g ← S⊙g
+        pairs = [(entry, scale) for entry, scale in zip(active, scales or [None] * len(active))
+                 if entry.options.get("perturb", True)]
+        if not pairs:
+            return
+        for entry, scale in pairs:                           # g ← S⊙g
             if scale is not None:
                 torch._foreach_mul_(entry.grads, scale)
-        norm = global_norm(active.grads)
-        for entry, scale in zip(active, scales):             # g ← r·S²⊙g/‖S⊙g‖, θ ← θ + g
+        norm = global_norm([g for entry, _ in pairs for g in entry.grads]) if normalize else None
+        for entry, scale in pairs:                           # g ← r·S²⊙g/‖S⊙g‖, θ ← θ + g
             grads = entry.grads
             if scale is not None:
                 torch._foreach_mul_(grads, scale)
-            torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS))
+            torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS) if normalize
+                                else entry.options[radius])
             torch._foreach_add_(entry.params, grads)
 
     def base_step(self) -> None:
@@ -179,3 +225,13 @@ class MultiPassOptimizer(Optimizer):
         super().load_state_dict(state_dict["method"])
         self.base_optimizer.load_state_dict(state_dict["base"])
         self.param_groups = self.base_optimizer.param_groups
+
+
+def _signature(hyperparameters: dict[str, Hyper]) -> inspect.Signature:
+    """``(params, base_optimizer, *, <hyperparameter>=<default>, …, **base_kwargs)``, for help()."""
+    kind = inspect.Parameter
+    return inspect.Signature([kind("params", kind.POSITIONAL_OR_KEYWORD),
+                              kind("base_optimizer", kind.POSITIONAL_OR_KEYWORD),
+                              *(kind(name, kind.KEYWORD_ONLY, default=hyper.default)
+                                for name, hyper in hyperparameters.items() if not hyper.grouping),
+                              kind("base_kwargs", kind.VAR_KEYWORD)])

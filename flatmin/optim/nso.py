@@ -21,12 +21,12 @@ global RNG state (the trainer's does) resumes the same noise bit for bit. θ−U
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
+from flatmin.checks import BOOLEAN, NON_NEGATIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
+from flatmin.optim.hyper import Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer
 
 DISTRIBUTIONS = ("normal", "laplace", "uniform")
@@ -44,7 +44,7 @@ def unit_noise(like: Tensor, distribution: str) -> Tensor:
     return u.sign().mul_(u.abs().neg_().log1p_()).mul_(-1 / math.sqrt(2.0))
 
 
-class NSO(MultiPassOptimizer):
+class NSO(MultiPassOptimizer, key="nso"):
     """Noise stability optimization over any base optimizer.
 
     ``sigma`` is an absolute standard deviation, the same for every tensor (BN and biases too);
@@ -57,21 +57,17 @@ class NSO(MultiPassOptimizer):
     micro-batch draws its own noise.
     """
 
-    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer, sigma: float = 0.01,
-                 num_perturbs: int = 1, two_sided: bool = True, lam: float = 0.0, distribution: str = "normal",
-                 **base_kwargs: Any) -> None:
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
-        if num_perturbs < 1:
-            raise ValueError(f"num_perturbs must be a positive integer, got {num_perturbs}")
-        if not 0 <= lam <= 1:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
-        self.num_perturbs = num_perturbs
-        self.two_sided = two_sided
-        self.distribution = distribution
-        super().__init__(params, base_optimizer, {"sigma": sigma, "lam": lam}, **base_kwargs)
+    hyperparameters = {
+        "sigma": Hyper(0.01, NON_NEGATIVE, "absolute standard deviation of the noise, the same for every tensor",
+                       schedulable=True),
+        "num_perturbs": Hyper(1, POSITIVE_INT, "k, the noise draws per step", structural=True),
+        "two_sided": Hyper(True, BOOLEAN, "evaluate θ + U and θ − U (the odd terms cancel)", structural=True),
+        "lam": Hyper(0.0, UNIT_INTERVAL, "weight of the clean gradient g0 in G", schedulable=True),
+        "distribution": Hyper("normal", one_of(*DISTRIBUTIONS), "normal | laplace | uniform, unit variance",
+                              structural=True),
+    }
+    card = Card("NSO", "2k two-sided, k one-sided, +1 if `lam > 0`", "2 (θ, the sum G)",
+                "Li, Ju & Zhang, arXiv 2306.08553")
 
     @property
     def perturbed_passes(self) -> int:
@@ -92,18 +88,19 @@ class NSO(MultiPassOptimizer):
         if clean:
             loss = self.take_pass(closure)                      # g0 = ∇L_B(θ)
         active = self.active(with_grad=clean)
-        theta = self.save("theta", active.params, active.params)
+        moved = active.perturbed
+        theta = self.save("theta", moved.params, moved.params)
         self._start_sum(active, clean)                          # G ← lam·g0, or 0
         losses = []
         for _ in range(self.num_perturbs):
-            self._perturb(active)                               # θ + U_j
+            self._perturb(moved)                                # θ + U_j
             losses.append(self.take_pass(closure))
             self._add_to_sum()
             if self.two_sided:
-                self._reflect(active.params, theta)             # θ − U_j = 2θ − (θ + U_j)
+                self._reflect(moved.params, theta)              # θ − U_j = 2θ − (θ + U_j)
                 losses.append(self.take_pass(closure))
                 self._add_to_sum()
-            self.restore(active.params, theta)
+            self.restore(moved.params, theta)
         for entry in self.active():                             # .grad ← G
             torch._foreach_copy_(entry.grads, self.buffers("G", entry.params))
         self.base_step()
@@ -128,6 +125,8 @@ class NSO(MultiPassOptimizer):
     @staticmethod
     def _reflect(params: list[Tensor], theta: list[Tensor]) -> None:
         """θ + U → θ − U, as 2θ − (θ + U), so that U need not be kept."""
+        if not params:
+            return
         torch._foreach_mul_(params, -1.0)
         torch._foreach_add_(params, theta, alpha=2.0)
 

@@ -3,49 +3,59 @@
 SAM ascends to the worst point of a rho-ball around θ and takes the gradient there:
 ``e = rho · g/(‖g‖+ξ)``, ``G = ∇L_B(θ+e)``. ASAM (``adaptive=True``) measures the ball in the
 parameter-scaled geometry ``T = |θ| + eta``: ``e = rho · T²⊙g / ‖T⊙g‖``; tensors of a param group
-with ``adaptive=False`` (biases, set by ``build_optimizer``) use ``T = 1``.
+with ``adaptive=False`` (biases, set by ``build_optimizer``) use ``T = 1``. USAM (``normalize=False``)
+drops the norm: ``e = rho·S²⊙g``.
 Cost: 2 passes, 1 extra parameter-sized buffer (the saved θ).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
+from flatmin.checks import BOOLEAN, NON_NEGATIVE, one_of
+from flatmin.optim.hyper import Card, Hyper
 from flatmin.optim.multipass import ActiveGroup, Closure, MultiPassOptimizer
 
 
-class SAM(MultiPassOptimizer):
-    """Sharpness-Aware Minimization; ``adaptive=True`` gives ASAM.
+class SAM(MultiPassOptimizer, key="sam"):
+    """Sharpness-Aware Minimization; ``adaptive=True`` gives ASAM, ``normalize=False`` USAM.
 
     Defaults are the papers': SAM rho 0.05; ASAM rho 0.5 and eta 0.01 (official code). The widely
     copied single-file ASAM (T = |θ|, best rho 2.0) is ``eta=0`` with every tensor adaptive.
-    Gradient accumulation: each micro-batch is perturbed along its own gradient (m-sharpness).
+    USAM (Andriushchenko & Flammarion, ICML 2022, §2; Compagnoni et al., AISTATS 2023) drops the
+    norm: ``e = rho·S²⊙g``; the release (tml-epfl/understanding-sam ``deep_nets/sam.py``,
+    ``sam_no_grad_norm=True``) scales by ``rho/(1+1e-12)``, a relative difference of 1e-12.
+    Only groups with ``perturb`` true are moved, and ‖S⊙g‖ is over them (SAM-ON, Mueller et al.,
+    NeurIPS 2023: ``optimizer.perturb=norm``). Gradient accumulation: each micro-batch is perturbed
+    along its own gradient (m-sharpness).
     """
 
+    hyperparameters = {
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent", schedulable=True),
+        "adaptive": Hyper(False, BOOLEAN, "ASAM: the ball in the scale T = |θ| + eta", structural=True),
+        "eta": Hyper(0.01, NON_NEGATIVE, "ASAM: the offset in T = |θ| + eta", schedulable=True),
+        "adaptive_tensors": Hyper("weights", one_of("weights", "all"),
+                                  "ASAM: the tensors scaled, weights (official code: biases exempt) or all "
+                                  "(the single-file ASAM)", grouping=True),
+        "normalize": Hyper(True, BOOLEAN, "false: USAM, e = rho·S²⊙g without the norm", structural=True),
+    }
+    card = Card("SAM; ASAM (`adaptive`); USAM (`normalize: false`); SAM-ON (`perturb: norm`)", "2", "1 (θ)",
+                "Foret et al., ICLR 2021; Kwon et al., ICML 2021; Andriushchenko & Flammarion, ICML 2022; "
+                "Mueller et al., NeurIPS 2023")
     passes_per_step = 2
-
-    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer, rho: float = 0.05,
-                 adaptive: bool = False, eta: float = 0.01, **base_kwargs: Any) -> None:
-        if rho < 0:
-            raise ValueError(f"rho must be >= 0, got {rho}")
-        self.adaptive = adaptive
-        super().__init__(params, base_optimizer, {"rho": rho, "eta": eta}, **base_kwargs)
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """Two passes on the same mini-batch; returns the loss of the first (at θ)."""
         loss = self.take_pass(closure)                  # g = ∇L_B(θ)
-        active = self.active()
-        theta = self.save("theta", active.params, active.params)
-        scales = [self._adaptive_scale(entry) for entry in active] if self.adaptive else None
-        self.ascend(active, "rho", scales)              # θ ← θ + e
+        moved = self.active().perturbed
+        theta = self.save("theta", moved.params, moved.params)
+        scales = [self._adaptive_scale(entry) for entry in moved] if self.adaptive else None
+        self.ascend(moved, "rho", scales, self.normalize)    # θ ← θ + e
         del scales                                      # free T before the next pass
         self.take_pass(closure)                         # G = ∇L_B(θ + e)
-        self.restore(active.params, theta)
+        self.restore(moved.params, theta)
         self.base_step()
         return loss
 

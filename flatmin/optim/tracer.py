@@ -25,16 +25,15 @@ Cost: 2 passes; 2 extra parameter-sized buffers (θ and ``v``) at the default ``
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
+from flatmin.checks import FRACTION, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL
+from flatmin.optim.hyper import Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
 
 
-class TRACER(MultiPassOptimizer):
+class TRACER(MultiPassOptimizer, key="tracer"):
     """G-TRACER in the project's formulation (see the module docstring) over any base optimizer.
 
     Defaults: rho 0.05, lam 1.0, beta2 0.999, delta 1e-8. ``rho = 0`` or ``lam = 0`` gives the base
@@ -44,35 +43,31 @@ class TRACER(MultiPassOptimizer):
     on the device without a host synchronisation. Returns the loss of the first pass (at θ).
     """
 
+    hyperparameters = {
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent in the geometry of D", schedulable=True),
+        "lam": Hyper(1.0, UNIT_INTERVAL, "G = (1 − lam)·g + lam·g_e", schedulable=True),
+        "beta2": Hyper(0.999, FRACTION, "decay of the running Fisher v", schedulable=True),
+        "delta": Hyper(1e-8, POSITIVE, "D = 1/(sqrt(v̂) + delta)", schedulable=True),
+    }
+    card = Card("SGD-TRACER, Adam-TRACER (the project's formulation of G-TRACER)", "2",
+                "2 (θ, Fisher v); 3 if `lam < 1` (a copy of g)", "Williams & Roberts, arXiv 2306.13914")
     passes_per_step = 2
-
-    def __init__(self, params: Any, base_optimizer: type[Optimizer] | Optimizer, rho: float = 0.05,
-                 lam: float = 1.0, beta2: float = 0.999, delta: float = 1e-8, **base_kwargs: Any) -> None:
-        if rho < 0:
-            raise ValueError(f"rho must be >= 0, got {rho}")
-        if not 0 <= lam <= 1:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        if not 0 <= beta2 < 1:
-            raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
-        if delta <= 0:
-            raise ValueError(f"delta must be > 0, got {delta}")
-        super().__init__(params, base_optimizer, {"rho": rho, "lam": lam, "beta2": beta2, "delta": delta},
-                         **base_kwargs)
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """Two passes on the same mini-batch; returns the loss of the first (at θ)."""
         loss = self.take_pass(closure)                          # g = ∇L_B(θ)
         active = self.active()
-        theta = self.save("theta", active.params, active.params)
+        moved = active.perturbed
+        theta = self.save("theta", moved.params, moved.params)
         for entry in active:
             if entry.options["lam"] != 1:
                 self.save("g", entry.params, entry.grads)
-        sqrt_d = self._update_fisher(active)                    # v ← …, sqrt(D)
-        self.ascend(active, "rho", sqrt_d)                      # θ ← θ + rho·D⊙g/‖sqrt(D)⊙g‖
+        sqrt_d = self._update_fisher(moved)                     # v ← …, sqrt(D)
+        self.ascend(moved, "rho", sqrt_d)                       # θ ← θ + rho·D⊙g/‖sqrt(D)⊙g‖
         del sqrt_d                                              # free it before the next pass
         self.take_pass(closure)                                 # g_e = ∇L_B(θ + e)
-        self.restore(active.params, theta)
+        self.restore(moved.params, theta)
         for entry in active:                                    # G = (1−lam)·g + lam·g_e
             lam = entry.options["lam"]
             if lam != 1:
@@ -84,6 +79,8 @@ class TRACER(MultiPassOptimizer):
     def _update_fisher(self, active: ActiveParams) -> list[list[Tensor] | None]:
         """Fold g² into the running Fisher ``v`` (unless g is not finite) and return, per group,
         ``sqrt(D) = (sqrt(v̂) + delta)^(-1/2)``."""
+        if not active:
+            return []
         finite = torch.isfinite(global_norm(active.grads))
         sqrt_d: list[list[Tensor] | None] = []
         for entry in active:

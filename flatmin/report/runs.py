@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from omegaconf import OmegaConf
 
 from flatmin.errors import FlatminError
+from flatmin.optim.registry import method_label
 from flatmin.train.loggers import flatten
 
 # Config keys that do not change a run's result (evaluating test every epoch trains the same: the
@@ -59,11 +60,12 @@ class Run:
     def facets(self) -> dict[str, Any]:
         """The settings plus the names tables are laid out by: ``experiment``, ``method``, ``dataset``
         and ``model`` (the Hydra choices when the run recorded them, else read from the config).
-        SAM with ``adaptive=true`` is the method ``asam``."""
+        The method is the config option the run's optimizer settings amount to
+        (:func:`flatmin.optim.method_label`: SAM with ``adaptive=true`` is ``asam``)."""
         choices = self.summary.get("choices") or {}
-        method = choices.get("optimizer") or self.config.get("optimizer.name")
-        if method == "sam" and self.config.get("optimizer.adaptive"):
-            method = "asam"
+        optimizer = {key.removeprefix("optimizer."): value for key, value in self.config.items()
+                     if key.startswith("optimizer.")}
+        method = method_label(optimizer) if optimizer else choices.get("optimizer")
         model = choices.get("model") or str(self.config.get("model._target_", "")).rsplit(".", 1)[-1] or None
         return {**self.settings, "experiment": choices.get("experiment"), "method": method,
                 "dataset": choices.get("dataset") or self.config.get("dataset.name"), "model": model}

@@ -25,10 +25,27 @@ def mlp(batchnorm: bool = False, seed: int = 0, dtype: torch.dtype = torch.float
     return nn.Sequential(*layers).to(dtype)
 
 
+def convnet(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A conv net with BatchNorm and biases, for 1×6×6 images (``image_batches``)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 36, 3)).to(dtype)
+
+
+def image_batches(count: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> list[tuple[Tensor, Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 1, 6, 6, generator=generator).to(dtype), torch.randint(0, 3, (16,), generator=generator))
+            for _ in range(count)]
+
+
 def batches(count: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> list[tuple[Tensor, Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     return [(torch.randn(16, 6, generator=generator).to(dtype), torch.randint(0, 3, (16,), generator=generator))
             for _ in range(count)]
+
+
+#: The two models the formula tests run on: (model factory, batch factory).
+MODELS = {"mlp": (mlp, batches), "convbn": (convnet, image_batches)}
 
 
 def closure_for(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, calls: list):
@@ -97,6 +114,7 @@ def assert_params_equal(model: nn.Module, expected: Params, rtol: float = 1e-10,
 METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = {
     "sam": (lambda params: SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), 2),
     "asam": (lambda params: SAM(params, torch.optim.SGD, rho=0.5, adaptive=True, **SGD_KWARGS), 2),
+    "usam": (lambda params: SAM(params, torch.optim.SGD, rho=0.05, normalize=False, **SGD_KWARGS), 2),
     "gam": (lambda params: GAM(params, torch.optim.SGD, **SGD_KWARGS), 4),
     "gam_paper": (lambda params: GAM(params, torch.optim.SGD, variant="paper", **SGD_KWARGS), 4),
     "nso": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, **SGD_KWARGS), 2),

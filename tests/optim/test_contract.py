@@ -247,6 +247,8 @@ DEGENERATE = {
     "sam_rho0": (lambda p: SAM(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "asam_rho0": (lambda p: SAM(p, torch.optim.SGD, rho=0.0, adaptive=True, **SGD_KWARGS), torch.optim.SGD,
                   SGD_KWARGS),
+    "usam_rho0": (lambda p: SAM(p, torch.optim.SGD, rho=0.0, normalize=False, **SGD_KWARGS), torch.optim.SGD,
+                  SGD_KWARGS),
     "sgd_tracer_rho0": (lambda p: TRACER(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "sgd_tracer_lam0": (lambda p: TRACER(p, torch.optim.SGD, lam=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "adam_tracer_rho0": (lambda p: TRACER(p, torch.optim.Adam, rho=0.0, lr=1e-3), torch.optim.Adam, {"lr": 1e-3}),

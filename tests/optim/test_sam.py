@@ -1,4 +1,4 @@
-"""SAM/ASAM against their formulas in optimizers.md, in float64."""
+"""SAM, ASAM and USAM against their formulas (optimizers.md; optimizers-more.md §1), in float64."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from flatmin.optim import SAM, build_optimizer
+from flatmin.optim import SAM, build_optimizer, param_groups
 from tests.conftest import make_config
-from tests.optim.common import (assert_params_equal, batches, closure_for, combine, grad, mlp, norm, parameters,
-                                sgd_step)
+from tests.optim.common import (MODELS, assert_params_equal, batches, closure_for, combine, grad, mlp, norm,
+                                parameters, sgd_step)
 
 
 def test_sam_on_a_quadratic_matches_the_oracle():
@@ -56,7 +56,8 @@ def transcribe_sam(model: nn.Module, theta, x, y, rho: float, adaptive: bool, et
 def test_sam_and_asam_match_their_formula_over_five_steps_with_biases_exempt(adaptive: bool, eta: float):
     model = mlp()
     rho = 0.5 if adaptive else 0.05
-    cfg = OmegaConf.create({"name": "asam" if adaptive else "sam", "base": "sgd", "rho": rho, "adaptive": adaptive,
+    cfg = OmegaConf.create({"name": "asam" if adaptive else "sam", "method": "sam", "base": "sgd", "rho": rho,
+                            "adaptive": adaptive,
                             "eta": eta, "lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
                             "decay_norm_and_bias": True})
     optimizer = build_optimizer(cfg, model)
@@ -101,3 +102,26 @@ def test_param_groups_are_shared_with_the_base_optimizer_instance():
     torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)   # scales lr at construction
     assert base.param_groups[0]["lr"] == pytest.approx(0.05)
     assert base.param_groups[0]["rho"] == 0.05
+
+
+# -- USAM: SAM(normalize=False) (optimizers-more.md §1) ------------------------------------------------
+def transcribe_usam(model: nn.Module, theta, x, y, rho: float, adaptive: bool, eta: float, lr: float):
+    """Unnormalized SAM written out: e = rho·T²⊙g, no norm, no epsilon (T = |θ|+eta on weights for
+    the adaptive form, 1 elsewhere); plain SGD base."""
+    g = grad(model, theta, x, y)
+    t = {n: (p.abs() + eta) if adaptive and "weight" in n else torch.ones_like(p) for n, p in theta.items()}
+    perturbed = {n: theta[n] + rho * t[n] ** 2 * g[n] for n in theta}
+    return sgd_step(theta, grad(model, perturbed, x, y), lr)
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("adaptive", [False, True], ids=["usam", "usam-adaptive"])
+def test_usam_matches_unnormalized_sam(model_name: str, adaptive: bool):
+    make_model, make_batches = MODELS[model_name]
+    model = make_model()
+    groups = param_groups(model, 0.0, True)
+    optimizer = SAM(groups, torch.optim.SGD, rho=0.3, adaptive=adaptive, eta=0.01, normalize=False, lr=0.1)
+    for x, y in make_batches(5):
+        expected = transcribe_usam(model, parameters(model), x, y, rho=0.3, adaptive=adaptive, eta=0.01, lr=0.1)
+        optimizer.step(closure_for(model, optimizer, x, y, []))
+        assert_params_equal(model, expected)

@@ -74,7 +74,7 @@ def test_resuming_restores_the_step_count_and_the_values():
 
 
 def optimizer_cfg(**overrides):
-    return OmegaConf.create({"name": "nso", "sigma": 0.01, "num_perturbs": 1, "two_sided": True, "lam": 0.0,
+    return OmegaConf.create({"name": "nso", "method": "nso", "sigma": 0.01, "num_perturbs": 1, "two_sided": True, "lam": 0.0,
                              "distribution": "normal", **overrides})
 
 

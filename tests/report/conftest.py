@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
+from flatmin.optim.registry import options
 from tests.conftest import make_config
 
 
@@ -21,8 +22,15 @@ def base_config(tmp_path_factory) -> dict[str, Any]:
 def write_run(run_dir: Path, base: dict[str, Any], settings: dict[str, Any], choices: dict[str, Any] | None,
               summary: dict[str, Any] | None, epochs: list[dict[str, Any]] = ()) -> Path:
     """A run directory: config.yaml (``base`` with the dotted ``settings`` set), summary.json
-    (``summary`` with ``choices``; none when None) and metrics.jsonl (``epochs``)."""
+    (``summary`` with ``choices``; none when None) and metrics.jsonl (``epochs``). The optimizer
+    option (``settings["optimizer.name"]``, else the choice) also sets its ``method`` and ``base``,
+    as composing that option would."""
     config = json.loads(json.dumps(base))
+    option = settings.get("optimizer.name") or (choices or {}).get("optimizer")
+    if option is not None:
+        own = options()[option]
+        settings = {"optimizer.name": option, "optimizer.method": own.get("method"),
+                    "optimizer.base": own.get("base", "sgd"), **settings}
     for key, value in {**settings, "paths.output_dir": str(run_dir)}.items():
         *parents, leaf = key.split(".")
         node = config
