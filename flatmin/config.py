@@ -22,7 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from flatmin.checks import (BOOLEAN, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
-                            UNIT_INTERVAL, Check, one_of, optional)
+                            UNIT_INTERVAL, Check, is_number, one_of, optional)
+from flatmin.data import evaluation_prefixes
 from flatmin.data.metrics import METRICS
 from flatmin.errors import ConfigError
 from flatmin.optim.build import build_optimizer
@@ -92,6 +93,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset.task", one_of("classification", "regression", requirement="classification or regression")),
     Rule("dataset.metrics", METRIC_LIST),
     Rule("dataset.split.val_fraction", FRACTION),
+    Rule("dataset.split.test_fraction", Check(lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)")),
     Rule("dataset.label_noise.rate", FRACTION),
     Rule("dataset.label_noise.mode", one_of("symmetric", "asymmetric", requirement="symmetric or asymmetric")),
     Rule("dataset.augment.policy", one_of(None, "autoaugment", "randaugment",
@@ -106,11 +108,17 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.accumulate_grad_batches", POSITIVE_INT),
     Rule("trainer.grad_clip_norm", optional(POSITIVE)),
     Rule("trainer.label_smoothing", FRACTION),
+    Rule("trainer.monitor_mode", one_of("auto", "min", "max")),
+    Rule("trainer.divergence_threshold", optional(Check(lambda v: POSITIVE(v) and v > 1, "a number > 1"))),
     Rule("trainer.log_every_n_steps", POSITIVE_INT),
     Rule("trainer.limit_train_batches", optional(POSITIVE_INT)),
     Rule("trainer.limit_eval_batches", optional(POSITIVE_INT)),
     Rule("trainer.test_every_epoch", BOOLEAN),
     Rule("trainer.resume", RESUME_TARGET),
+    Rule("trainer.resume_accept", Check(lambda v: isinstance(v, (list, ListConfig)) and all(isinstance(k, str) for k in v),
+                                        "a list of config keys")),
+    Rule("trainer.checkpoint_every_n_steps", optional(POSITIVE_INT)),
+    Rule("trainer.checkpoint_every_minutes", optional(POSITIVE)),
     Rule("trainer.sharpness", BOOLEAN),
     Rule("trainer.sharpness_samples", POSITIVE_INT),
     Rule("trainer.sharpness_batch_size", optional(POSITIVE_INT)),
@@ -131,6 +139,25 @@ RULES: tuple[Rule, ...] = (
     Rule("scheduler.step_size", Check(POSITIVE, "a number of epochs > 0")),
     Rule("scheduler.gamma", POSITIVE),
 )
+
+
+def check_split(cfg: DictConfig) -> None:
+    """Held-out fractions of one split must leave training examples."""
+    split = cfg.dataset.get("split") or {}
+    held_out = (split.get("val_fraction") or 0) + (split.get("test_fraction") or 0)
+    if held_out >= 1:
+        raise ConfigError(f"dataset.split.val_fraction + dataset.split.test_fraction must be < 1 (got {held_out:g}): "
+                          "they leave no training examples.")
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """``trainer.monitor`` must be a metric the run's validation produces (a typo would silently keep
+    the last epoch); without a validation split it is not used."""
+    prefixes = evaluation_prefixes(cfg.dataset)
+    produced = [f"{prefix}/{name}" for prefix in prefixes for name in ("loss", *cfg.dataset.metrics)]
+    if prefixes and cfg.trainer.monitor not in produced:
+        raise ConfigError(f"trainer.monitor must be a metric this run's validation produces: one of "
+                          f"{', '.join(produced)} (got {cfg.trainer.monitor!r}).")
 
 
 def validate(cfg: DictConfig, prefix: str = "") -> None:
@@ -157,6 +184,9 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
             continue
         if not rule.check(value):
             raise ConfigError(f"{rule.key} must be {rule.check.requirement} (got {value!r}).")
+    if not prefix and "trainer" in cfg and "dataset" in cfg:
+        check_split(cfg)
+        check_monitor(cfg)
     if "optimizer" in cfg and (not prefix or prefix.startswith("optimizer")):
         # the method's declarations, then whatever the base optimizer or the method still refuses
         build_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), nn.Linear(1, 1))

@@ -27,3 +27,7 @@ class ModelNotFoundError(FlatminError):
 
 class CheckpointError(FlatminError):
     """A checkpoint is missing, unreadable or does not fit the run."""
+
+
+class DivergedError(FlatminError):
+    """The training loss became non-finite (or ran past ``trainer.divergence_threshold``)."""

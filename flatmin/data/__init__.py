@@ -16,7 +16,7 @@ import torch
 from flatmin.data.device_loader import build_device_loaders
 from flatmin.data.digits import build_digits
 from flatmin.data.splits import DataSplits, EpochShuffleSampler, Loaders, build_loaders, resolve_num_workers
-from flatmin.errors import ConfigError
+from flatmin.errors import ConfigError, DataFormatError
 
 FINETUNE_SETS = ("aircraft", "caltech256", "cars", "cub200", "dogs", "flowers102", "indoor67")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -37,11 +37,23 @@ DATASETS: dict[str, Callable[[DictConfig], DataSplits]] = {
 }
 
 
+def evaluation_prefixes(cfg: DictConfig) -> list[str]:
+    """The prefixes of the metrics the dataset's validation splits produce (``val``; MNLI also
+    ``val_mismatched``); none when it has no validation split (``dataset.split.val_fraction=0``)."""
+    if "eval_splits" in cfg:
+        return list(cfg.eval_splits)
+    return [] if cfg.get("split", {}).get("val_fraction") == 0 else ["val"]
+
+
 def build_dataset(cfg: DictConfig) -> DataSplits:
     """Build the splits named by ``cfg.name`` (the ``dataset`` config group)."""
     if cfg.name not in DATASETS:
         raise ConfigError(f"dataset.name must be one of {', '.join(sorted(DATASETS))} (got {cfg.name!r}).")
-    return DATASETS[cfg.name](cfg)
+    splits = DATASETS[cfg.name](cfg)
+    if splits.num_classes != cfg.num_classes:
+        raise DataFormatError(f"{cfg.name} has {splits.num_classes} classes but dataset.num_classes is "
+                              f"{cfg.num_classes}; leave dataset.num_classes as the dataset config sets it.")
+    return splits
 
 
 def make_loaders(splits: DataSplits, cfg: DictConfig, device: torch.device, seed: int, rank: int = 0,
@@ -61,5 +73,5 @@ def make_loaders(splits: DataSplits, cfg: DictConfig, device: torch.device, seed
                          seed, pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
 
 
-__all__ = ["DATASETS", "FINETUNE_SETS", "GLUE_TASKS", "DataSplits", "EpochShuffleSampler", "Loaders", "build_dataset", "build_loaders",
-           "make_loaders", "resolve_num_workers"]
+__all__ = ["DATASETS", "FINETUNE_SETS", "GLUE_TASKS", "DataSplits", "EpochShuffleSampler", "Loaders", "build_dataset",
+           "build_loaders", "evaluation_prefixes", "make_loaders", "resolve_num_workers"]

@@ -88,6 +88,7 @@ class DeviceLoader:
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
         self.augmentation = augmentation if train else Augmentation()
         self.rank = rank
         self.world_size = world_size
@@ -101,8 +102,10 @@ class DeviceLoader:
         """The trainer calls ``loader.sampler.set_epoch``; this loader is its own sampler."""
         return self
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """The epoch to shuffle for, and how many of its batches a mid-epoch checkpoint had taken."""
         self.epoch = epoch
+        self.skip = skip_batches
 
     def __len__(self) -> int:
         count = len(self.labels) // self.world_size
@@ -115,9 +118,11 @@ class DeviceLoader:
         order = torch.randperm(count, device=self.device, generator=self.order_generator) if self.train else \
             torch.arange(count, device=self.device)
         order = order[:count - count % self.world_size][self.rank::self.world_size]
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for number, start in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
             index = order[start:start + self.batch_size]
-            yield self.prepare(self.images[index]), self.labels[index]
+            images = self.prepare(self.images[index])       # a skipped batch still draws its augmentation
+            if number >= self.skip:
+                yield images, self.labels[index]
 
     def prepare(self, images: Tensor) -> Tensor:
         """Scale, augment and normalise one batch, on the device."""

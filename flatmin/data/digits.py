@@ -18,26 +18,36 @@ from torch.utils.data import TensorDataset
 from flatmin.data.device_loader import DeviceData
 from flatmin.data.label_noise import apply_label_noise
 from flatmin.data.splits import DataSplits
+from flatmin.errors import ConfigError
 
 
 def build_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
                  label_noise: DictConfig | None = None) -> DataSplits:
-    """Load the digits and split them stratified into train/val/test, as (N, 1, 8, 8) floats."""
+    """Load the digits and split them stratified into train/val/test, as (N, 1, 8, 8) floats
+    (no validation split when ``val_fraction`` is 0)."""
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
     labels = bunch.target.astype(np.int64)
     indices = np.arange(len(labels))
-    train_val, test = train_test_split(indices, test_size=test_fraction, stratify=labels,
-                                       random_state=split_seed)
-    train, val = train_test_split(train_val, test_size=val_fraction / (1.0 - test_fraction),
-                                  stratify=labels[train_val], random_state=split_seed)
+    try:
+        train_val, test = train_test_split(indices, test_size=test_fraction, stratify=labels,
+                                           random_state=split_seed)
+        train, val = (train_val, None) if val_fraction == 0 else train_test_split(
+            train_val, test_size=val_fraction / (1.0 - test_fraction), stratify=labels[train_val],
+            random_state=split_seed)
+    except ValueError as error:            # too few examples of a class in a split
+        raise ConfigError(f"dataset.split.val_fraction ({val_fraction}) and test_fraction ({test_fraction}) do not "
+                          f"leave every class in every split of the {len(labels)} digits ({error}).") from None
     mean, std = images[train].mean(), images[train].std()
 
-    def subset(index: np.ndarray, targets: np.ndarray) -> TensorDataset:
+    def subset(index: np.ndarray | None, targets: np.ndarray | None) -> TensorDataset | None:
+        if index is None:
+            return None
         x = torch.from_numpy((images[index] - mean) / std).unsqueeze(1)
         return TensorDataset(x, torch.from_numpy(targets))
 
     train_labels, record = apply_label_noise(labels[train], 10, label_noise, "digits")
-    splits = [subset(train, train_labels), subset(val, labels[val]), subset(test, labels[test])]
+    splits = [subset(train, train_labels), subset(val, None if val is None else labels[val]),
+              subset(test, labels[test])]
     return DataSplits(*splits, num_classes=10, label_noise=record,
-                      on_device=DeviceData(*(split.tensors for split in splits)))
+                      on_device=DeviceData(*(split.tensors if split is not None else None for split in splits)))

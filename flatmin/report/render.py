@@ -13,6 +13,7 @@ import csv
 import io
 from typing import Sequence
 
+from flatmin import rundir
 from flatmin.report.runs import Run
 from flatmin.report.stats import Summary
 from flatmin.report.tables import Section, Table
@@ -53,13 +54,14 @@ def grid(table: Table) -> tuple[list[str], list[list[str]]]:
 
 
 def headline(runs: Sequence[Run], sources: Sequence[str]) -> str:
-    counts = {status: sum(run.status == status for run in runs) for status in ("completed", "failed", "unfinished")}
-    return (f"{len(runs)} run directories under {', '.join(sources)}: {counts['completed']} completed, "
-            f"{counts['failed']} failed, {counts['unfinished']} unfinished.")
+    statuses = (rundir.COMPLETED, rundir.FAILED, rundir.DIVERGED, rundir.INTERRUPTED, rundir.UNFINISHED)
+    counts = ", ".join(f"{sum(run.status == status for run in runs)} {status}" for status in statuses)
+    return f"{len(runs)} run directories under {', '.join(sources)}: {counts}."
 
 
 def not_included(runs: Sequence[Run]) -> list[Run]:
-    return [run for run in runs if run.status != "completed"]
+    """The runs no table averages: every one that did not complete, with its status and reason."""
+    return [run for run in runs if run.status != rundir.COMPLETED]
 
 
 def experiment_title(section: Section) -> str:
@@ -84,7 +86,7 @@ def markdown(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence
                 out += ["", *(f"- {note}" for note in table.notes)]
     excluded = not_included(runs)
     if excluded:
-        out += ["", "## Runs not included (failed or unfinished)", ""]
+        out += ["", "## Runs not included (failed, diverged, interrupted or unfinished)", ""]
         out += _markdown_table(["run", "status", "error"], [[str(r.path), r.status, r.error or ""] for r in excluded])
     return "\n".join(out) + "\n"
 
@@ -121,7 +123,7 @@ def latex(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence[st
             out += _latex_table(table.title, *grid(table), table.notes)
     excluded = not_included(runs)
     if excluded:
-        out += ["", r"\section*{Runs not included (failed or unfinished)}"]
+        out += ["", r"\section*{Runs not included (failed, diverged, interrupted or unfinished)}"]
         out += _latex_table("Runs not included", ["run", "status", "error"],
                             [[str(r.path), r.status, r.error or ""] for r in excluded],
                             spec=r"p{0.4\linewidth}lp{0.4\linewidth}")

@@ -1,10 +1,10 @@
 """Run directories found on disk, read into :class:`Run` records.
 
-A run directory is one with ``config.yaml``, ``.hydra/`` or ``summary.json`` (what
-``flatmin.train.run`` writes); it is searched for recursively under every path given, so a sweep
-directory, a folder of sweeps or a single run all work. A run is *completed* when its
-``summary.json`` says so, *failed* when it says ``"status": "failed"`` (with the error), and
-*unfinished* otherwise (no or unreadable ``summary.json``: still running, or killed).
+A run directory is one with ``config.yaml``, ``.hydra/`` or ``summary.json`` (see
+:mod:`flatmin.rundir`); it is searched for recursively under every path given, so a sweep
+directory, a folder of sweeps or a single run all work. A run's status is its ``summary.json``'s:
+*completed*, *failed*, *diverged* or *interrupted* (each with its reason), or *unfinished* without
+one (still running, or killed).
 
 W&B offline runs are read through their flatmin run directory (``<run dir>/wandb/`` sits beside
 ``summary.json``, which holds the same numbers); a bare ``wandb/`` folder is not readable offline
@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from flatmin.errors import FlatminError
 from flatmin.optim.registry import method_label
-from flatmin.train.loggers import flatten
+from flatmin import rundir
+from flatmin.rundir import flatten
 
 # Config keys that do not change a run's result (evaluating test every epoch trains the same: the
 # trainer forks the generator for it); with the seed, they are left out of its settings.
@@ -45,7 +46,7 @@ class Run:
     :func:`read_run` leaves them (``settings`` and ``facets`` are computed once)."""
 
     path: Path
-    status: str                                    # completed | failed | unfinished
+    status: str                                    # a rundir status: completed, failed, diverged, …
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -72,7 +73,7 @@ class Run:
 
     def epoch_records(self) -> list[dict[str, Any]]:
         """The ``"event": "epoch"`` lines of ``metrics.jsonl`` (none if it is missing)."""
-        path = self.path / "metrics.jsonl"
+        path = self.path / rundir.METRICS
         if not path.is_file():
             return []
         records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
@@ -80,33 +81,32 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or (path / "summary.json").is_file() or (path / ".hydra").is_dir()
+    return (path / rundir.CONFIG).is_file() or (path / rundir.SUMMARY).is_file() or (path / ".hydra").is_dir()
 
 
 def read_run(path: Path) -> Run:
-    """Read one run directory; what cannot be read makes it unfinished, with the reason as its error."""
-    run = Run(path, "unfinished")
+    """Read one run directory. Its status is its ``summary.json``'s (with the reason when it did not
+    complete: failed, diverged, interrupted; a launch refused before work has a summary and no
+    config), or unfinished without one; a completed run whose config cannot be read is unfinished."""
+    run = Run(path, rundir.UNFINISHED)
     try:
-        config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
-        run.config = {key: _hashable(value) for key, value in flatten(config, separator=".").items()}
-    except Exception as error:  # missing, not YAML, not a mapping: the run is listed with the reason
-        run.error = f"config.yaml cannot be read ({type(error).__name__})"
-        return run
-    try:
-        run.summary = json.loads((path / "summary.json").read_text())
-    except FileNotFoundError:
-        run.error = "no summary.json: still running, or stopped before the end"
-        return run
+        summary = rundir.read_summary(path)
     except (OSError, json.JSONDecodeError) as error:
         run.error = f"summary.json cannot be read ({type(error).__name__})"
         return run
-    status = run.summary.get("status")
-    if status == "completed":
-        run.status = "completed"
-    elif status == "failed":
-        run.status, run.error = "failed", run.summary.get("error") or "no error recorded"
+    if summary is None:
+        run.error = "no summary.json: still running, or stopped before the end"
     else:
-        run.error = f"summary.json has status {status!r}"
+        run.summary = summary
+        run.status = summary.get(rundir.STATUS, rundir.UNFINISHED)
+        if run.status != rundir.COMPLETED:
+            run.error = summary.get(rundir.ERROR) or f"summary.json has status {run.status!r} and no error"
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path / rundir.CONFIG))
+        run.config = {key: _hashable(value) for key, value in flatten(config, separator=".").items()}
+    except Exception as error:  # missing, not YAML, not a mapping: the run is listed with the reason
+        if run.status == rundir.COMPLETED:
+            run.status, run.error = rundir.UNFINISHED, f"config.yaml cannot be read ({type(error).__name__})"
     return run
 
 

@@ -21,7 +21,7 @@ from flatmin.data import build_dataset
 from flatmin.errors import CheckpointError, FlatminError
 from flatmin.models import build_model
 from flatmin.sharpness.measure import SharpnessOptions, measure_run
-from flatmin.train.checkpoint import load_checkpoint, write_json
+from flatmin.rundir import load_checkpoint, write_json
 from flatmin.train.precision import resolve_device
 
 OPTION_HELP = {

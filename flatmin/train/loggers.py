@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
+from flatmin.rundir import flatten, json_line
+
 
 class Logger(Protocol):
     def log(self, record: dict[str, Any]) -> None: ...
@@ -24,25 +26,25 @@ class Logger(Protocol):
 
 
 class JsonlLogger:
-    """Appends one JSON line per record to ``metrics.jsonl``.
+    """Appends one strict JSON line per record to ``metrics.jsonl``.
 
-    On resume the file is rebuilt from ``history_source`` (the metrics file of the run being
-    resumed) up to the checkpoint's epoch, so lines logged after the checkpoint by the interrupted
-    run do not appear twice.
+    A resumed run keeps the file's lines up to its checkpoint's optimizer step (``until_step``), so
+    lines logged after the checkpoint by the interrupted run do not appear twice; a new run (None)
+    starts it empty.
     """
 
-    def __init__(self, path: Path, history_source: Path | None = None, until_epoch: int = 0) -> None:
+    def __init__(self, path: Path, until_step: int | None = None) -> None:
         history = []
-        if history_source is not None and history_source.is_file():
-            for line in history_source.read_text().splitlines():
-                if line.strip() and json.loads(line)["epoch"] <= until_epoch:
+        if until_step is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip() and json.loads(line)["step"] <= until_step:
                     history.append(line)
         self.file = open(path, "w")
         self.file.writelines(line + "\n" for line in history)
         self.file.flush()
 
     def log(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json_line(record) + "\n")
         self.file.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
@@ -50,18 +52,6 @@ class JsonlLogger:
 
     def close(self, failed: bool = False) -> None:
         self.file.close()
-
-
-def flatten(data: dict[str, Any], prefix: str = "", separator: str = "/") -> dict[str, Any]:
-    """``{"test": {"last": {"acc": 1}}}`` → ``{"test/last/acc": 1}`` (or ``test.last.acc``)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + separator, separator))
-        else:
-            flat[name] = value
-    return flat
 
 
 class WandbLogger:

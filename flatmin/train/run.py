@@ -7,8 +7,8 @@ stderr and exit status 2, and returns the monitored validation metric for Hydra 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -22,31 +22,21 @@ from torch.nn.parallel import DistributedDataParallel
 from flatmin.config import validate
 from flatmin.data import DataSplits, build_dataset, make_loaders
 from flatmin.data.metrics import Task
-from flatmin.errors import FlatminError
+from flatmin.errors import ConfigError, DivergedError, FlatminError
 from flatmin.models import build_model
 from flatmin.optim import build_hyper_schedule, build_optimizer
 from flatmin.sharpness import measure_run, select_parameters
-from flatmin.train.checkpoint import load_checkpoint, write_json
+from flatmin import rundir
+from flatmin.rundir import flatten, load_checkpoint
 from flatmin.train.distributed import Replica, init_replica, replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
 from flatmin.train.precision import resolve_device, resolve_precision
+from flatmin.train.preemption import RunInterrupted, StopControl
 from flatmin.train.schedulers import build_scheduler
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer, optimizer_steps_per_epoch
 
 log = logging.getLogger(__name__)
-
-
-def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint ``trainer.resume`` designates: ``auto`` is this run directory's ``last.pt``
-    if there is one; a directory means its ``last.pt``; a file is taken as is."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        candidate = run_dir / "last.pt"
-        return candidate if candidate.is_file() else None
-    path = Path(resume)
-    return path / "last.pt" if path.is_dir() else path
 
 
 def apply_pass_budget(cfg: DictConfig) -> None:
@@ -77,12 +67,10 @@ def hydra_context() -> dict[str, Any]:
     }
 
 
-def open_loggers(cfg: DictConfig, run_dir: Path, config: dict[str, Any], checkpoint: dict[str, Any] | None,
-                 checkpoint_dir: Path | None) -> Loggers:
-    """metrics.jsonl always (continuing the resumed run's history), plus W&B when configured."""
-    epoch = checkpoint["epoch"] if checkpoint else 0
-    history = checkpoint_dir / "metrics.jsonl" if checkpoint_dir else None
-    loggers: list[Any] = [JsonlLogger(run_dir / "metrics.jsonl", history, epoch)]
+def open_loggers(cfg: DictConfig, run_dir: Path, config: dict[str, Any], checkpoint: dict[str, Any] | None) -> Loggers:
+    """metrics.jsonl always (keeping a resumed run's history up to its checkpoint), plus W&B when configured."""
+    step = checkpoint["global_step"] if checkpoint else None
+    loggers: list[Any] = [JsonlLogger(run_dir / rundir.METRICS, step)]
     if cfg.logger.get("wandb"):
         context = hydra_context()
         run_id = checkpoint["trainer"]["wandb_run_id"] if checkpoint else None
@@ -90,27 +78,119 @@ def open_loggers(cfg: DictConfig, run_dir: Path, config: dict[str, Any], checkpo
     return Loggers(loggers)
 
 
+def run_directory(cfg: DictConfig) -> Path:
+    """Where the run lives: Hydra's directory, or the directory of the run that a checkpoint or run
+    directory given as ``trainer.resume`` belongs to (a resumed run continues in its own directory)."""
+    resume = cfg.trainer.resume
+    if resume in (None, "auto"):
+        return Path(cfg.paths.output_dir)
+    path = Path(resume)
+    return path if path.is_dir() else path.parent
+
+
+def plan_run(cfg: DictConfig) -> tuple[Path, Path | None]:
+    """The run directory and the checkpoint to continue from, as ``trainer.resume`` asks.
+
+    ``null``: a new run in Hydra's directory, which must not hold one. ``auto``: that directory's
+    own ``last.pt`` when there is one, else a new run there (said in the log). A checkpoint file or
+    a run directory: that run, continued in its own directory. Nothing but a resume of a run writes
+    into its directory.
+    """
+    run_dir, resume = run_directory(cfg), cfg.trainer.resume
+    if resume is None:
+        if rundir.holds_run(run_dir):
+            raise rundir.RunDirError(
+                f"{run_dir} already holds a run (status {rundir.status(run_dir)}); continue it with "
+                "trainer.resume=auto, or give this run another directory.")
+        return run_dir, None
+    checkpoint = run_dir / rundir.LAST if resume == "auto" or Path(resume).is_dir() else Path(resume)
+    if resume == "auto" and not checkpoint.is_file():
+        log.info("trainer.resume=auto: no checkpoint in %s, so this is a new run", run_dir)
+        return run_dir, None
+    return run_dir, checkpoint
+
+
+#: Settings a resumed run may change: they do not change what is trained (``trainer.epochs`` may
+#: also grow; see :func:`changes_on_resume`).
+RESUME_MAY_CHANGE = ("paths", "logger", "trainer.resume", "trainer.resume_accept", "trainer.progress_bar",
+                     "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_minutes",
+                     "trainer.test_every_epoch", "trainer.sharpness", "dataset.num_workers", "dataset.eval_batch_size")
+
+
+def changes_on_resume(saved: dict[str, Any], current: dict[str, Any], accepted: list[str],
+                      checkpoint: Path) -> dict[str, list[Any]]:
+    """The settings a resumed run changes, as ``{key: [checkpoint's, now]}``, after checking them:
+    a change that alters what is trained stops the run with the keys listed, unless
+    ``trainer.resume_accept`` names them; ``trainer.epochs`` may grow (the LR schedule is then built
+    for the new length from the resumed step on, which the log says)."""
+    before, after = flatten(saved, separator="."), flatten(current, separator=".")
+    changed = {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after))
+               if before.get(key) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE)}
+    epochs = changed.pop("trainer.epochs", None)
+    refused = [key for key in changed if key not in accepted]
+    if refused:
+        listed = ", ".join(f"{key} ({changed[key][0]!r} → {changed[key][1]!r})" for key in refused)
+        raise ConfigError(f"Resuming {checkpoint} with other settings than it was trained with: {listed}; resume with "
+                          f"its settings, or accept the change with trainer.resume_accept=[{','.join(refused)}].")
+    if epochs is not None:
+        if epochs[1] < epochs[0]:
+            raise ConfigError(f"trainer.epochs may grow on resume, not shrink ({epochs[0]} → {epochs[1]}).")
+        log.warning("trainer.epochs grew from %d to %d: the LR schedule continues as one of %d epochs from the resumed "
+                    "step, so the epochs before it followed a %d-epoch schedule", *epochs, epochs[1], epochs[0])
+        changed["trainer.epochs"] = epochs
+    return changed
+
+
+def refuse(cfg: DictConfig, error: FlatminError) -> None:
+    """Leave a refused launch's reason where a report finds it, in a directory holding no run (a
+    sweep's job directory); a directory holding a run is not touched."""
+    output_dir = Path(cfg.paths.output_dir)
+    if output_dir.is_dir() and not rundir.holds_run(output_dir):
+        rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
+                          output_dir / rundir.SUMMARY)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one job as configured and return its summary (also written to ``summary.json``).
 
-    Whatever stops the job (bad input included) is recorded as ``"status": "failed"`` in
-    ``summary.json`` before the exception propagates, so a sweep's failures stay visible.
+    Bad input stops the job before any work, with nothing written into a directory that holds a
+    run. A resumed run that had completed returns its summary untouched. Whatever stops the job
+    after that is recorded in ``summary.json`` (``failed``, or ``diverged`` with the epoch and step)
+    before the exception propagates, so a sweep's failures stay visible.
     """
-    run_dir = Path(cfg.paths.output_dir)
-    replica = init_replica(resolve_device(cfg.trainer.device).type)
-    if replica.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     try:
         validate(cfg)
         apply_pass_budget(cfg)
+        run_dir, checkpoint_path = plan_run(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
-        if replica.is_main:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        return _train(cfg, run_dir, config, replica)
-    except BaseException as error:
-        if replica.is_main:
-            write_json({"status": "failed", "error": f"{type(error).__name__}: {error}"}, run_dir / "summary.json")
+        checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+        changes = changes_on_resume(checkpoint["config"], config, list(cfg.trainer.resume_accept),
+                                    checkpoint_path) if checkpoint else {}
+    except FlatminError as error:
+        refuse(cfg, error)
         raise
+    replica = init_replica(resolve_device(cfg.trainer.device).type)
+    if checkpoint is not None and rundir.status(run_dir) == rundir.COMPLETED and not changes:
+        log.info("%s has completed; nothing to do", run_dir)
+        return rundir.read_summary(run_dir)
+    with rundir.locked(run_dir) if replica.is_main else contextlib.nullcontext():
+        if replica.is_main:
+            rundir.write_text(OmegaConf.to_yaml(config), run_dir / rundir.CONFIG)
+        try:
+            return _train(cfg, run_dir, checkpoint, changes, config, replica)
+        except (DivergedError, SystemExit):       # diverged or interrupted: its summary is written
+            raise
+        except KeyboardInterrupt:                  # a second Ctrl-C: stopped at once
+            if replica.is_main:
+                rundir.write_json({rundir.STATUS: rundir.INTERRUPTED, rundir.ERROR: "stopped at once by a second "
+                                   f"Ctrl-C; continue from its last checkpoint with: {resume_command(run_dir)}"},
+                                  run_dir / rundir.SUMMARY)
+            raise
+        except BaseException as error:
+            if replica.is_main:
+                rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
+                                  run_dir / rundir.SUMMARY)
+            raise
 
 
 def prepare_model(model: nn.Module, cfg: DictConfig, device: torch.device, replica: Replica) -> nn.Module:
@@ -127,14 +207,8 @@ def prepare_model(model: nn.Module, cfg: DictConfig, device: torch.device, repli
     return model
 
 
-def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Replica) -> dict[str, Any]:
-    checkpoint_path = resume_checkpoint(cfg.trainer.resume, run_dir)
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    checkpoint_dir = checkpoint_path.parent if checkpoint_path else None
-    if replica.is_main and checkpoint_dir and checkpoint_dir.resolve() != run_dir.resolve() \
-            and (checkpoint_dir / "best.pt").is_file():
-        shutil.copy2(checkpoint_dir / "best.pt", run_dir / "best.pt")
-
+def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, changes: dict[str, list[Any]],
+           config: dict[str, Any], replica: Replica) -> dict[str, Any]:
     seed_everything(replica_seed(cfg.seed, replica.rank), cfg.trainer.deterministic)
     device = resolve_device(cfg.trainer.device)
     if replica.distributed and device.type == "cuda":
@@ -143,8 +217,13 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
     precision = resolve_precision(cfg.trainer.precision, device)
     splits = build_dataset(cfg.dataset)
     if splits.label_noise is not None and replica.is_main:
-        write_json(asdict(splits.label_noise), run_dir / "label_noise.json")
+        rundir.write_json(asdict(splits.label_noise), run_dir / rundir.LABEL_NOISE)
     loaders = make_loaders(splits, cfg.dataset, device, cfg.seed, replica.rank, replica.world_size)
+    if len(loaders.train) == 0:
+        shared = f" shared by {replica.world_size} replicas" if replica.distributed else ""
+        raise ConfigError(f"dataset.batch_size ({cfg.dataset.batch_size}) is larger than the training split "
+                          f"({len(splits.train)} examples{shared}), so an epoch has no full batch; lower "
+                          "dataset.batch_size.")
     module = build_model(cfg.model)
     if cfg.trainer.sharpness:
         select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
@@ -157,23 +236,39 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
              precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)
 
-    loggers = open_loggers(cfg, run_dir, config, checkpoint, checkpoint_dir) if replica.is_main else Loggers([])
+    loggers = open_loggers(cfg, run_dir, config, checkpoint) if replica.is_main else Loggers([])
+    stop = StopControl(cfg.trainer.checkpoint_every_n_steps, cfg.trainer.checkpoint_every_minutes)
+    stop.install()
     failed = True
     try:
         trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, device, precision,
-                          run_dir, loggers, config, Task.from_config(cfg.dataset), replica)
+                          run_dir, loggers, config, Task.from_config(cfg.dataset), replica, stop)
         if checkpoint is not None:
-            trainer.load_state_dict(checkpoint, checkpoint_path)
-            log.info("resumed from %s at epoch %d", checkpoint_path, trainer.epoch)
-        summary = trainer.fit()
+            trainer.load_state_dict(checkpoint, run_dir / rundir.LAST, changes)
+            log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.global_step)
+        try:
+            summary = trainer.fit()
+        except DivergedError as error:
+            if replica.is_main:
+                rundir.write_json(trainer.stopped_summary(rundir.DIVERGED, str(error)), run_dir / rundir.SUMMARY)
+            raise
+        except RunInterrupted as interruption:
+            message = f"{interruption}; continue with: {resume_command(run_dir)}"
+            if replica.is_main:
+                rundir.write_json(trainer.stopped_summary(rundir.INTERRUPTED, message), run_dir / rundir.SUMMARY)
+                print(f"flatmin: interrupted: {message}", file=sys.stderr)
+            loggers.close(failed=True)
+            loggers = Loggers([])
+            stop.hand_over()
         if cfg.trainer.sharpness and replica.is_main:
             summary["sharpness"] = measure_final_model(cfg, module, splits, device)
         summary["choices"] = hydra_context()["choices"]
         if replica.is_main:
-            write_json(summary, run_dir / "summary.json")
+            rundir.write_json(summary, run_dir / rundir.SUMMARY)
         loggers.summary(summary)
         failed = False
     finally:
+        stop.restore()
         loggers.close(failed)
     return summary
 
@@ -190,11 +285,34 @@ def measure_final_model(cfg: DictConfig, model: nn.Module, splits: DataSplits, d
         return {"error": f"{type(error).__name__}: {error}"}
 
 
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run: the same overrides, resumed from its directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")] \
+        if HydraConfig.initialized() else []
+    return " ".join(["python train.py", *overrides, f"trainer.resume={run_dir}"])
+
+
+def headline(summary: dict[str, Any], run_dir: Path) -> str:
+    """The end-of-run line: the test metrics of the best-validation and last models (GLUE, whose test
+    labels are hidden: the final validation metrics), and where the run is."""
+    test = summary.get(rundir.TEST) or {}
+    if test:
+        parts = [f"{name} {value:.4f} ({which.replace('_', '-')} model)" for which in ("best_val", "last")
+                 for name, value in (test.get(which) or {}).items() if not name.endswith("/loss")]
+    else:
+        parts = [f"{name} {value:.4f} (final)" for name, value in (summary.get(rundir.FINAL) or {}).items()
+                 if name.startswith("val") and not name.endswith("/loss") and isinstance(value, float)]
+    return f"flatmin: {summary[rundir.STATUS]}: {', '.join(parts)} | {run_dir}"
+
+
 def main(cfg: DictConfig) -> float | None:
-    """``train.py``'s body: run, report bad input in one sentence (exit 2), return the objective.
+    """``train.py``'s body: run, print the headline or the reason in one sentence, exit with the
+    outcome's status (``rundir.EXIT_CODES``: 2 bad input, 3 diverged), return the objective.
 
     In a sweep the error is raised instead of exiting, so Hydra marks this job failed and runs
-    the others (each failed job's ``summary.json`` says ``"status": "failed"``).
+    the others (each job's ``summary.json`` says what happened to it).
     """
     try:
         summary = run(cfg)
@@ -202,6 +320,12 @@ def main(cfg: DictConfig) -> float | None:
         print(f"flatmin: error: {error}", file=sys.stderr)
         if hydra_context()["multirun"]:
             raise
-        raise SystemExit(2) from None
-    best = summary.get("best_val") or {}
+        outcome = rundir.DIVERGED if isinstance(error, DivergedError) else "bad input"
+        raise SystemExit(rundir.EXIT_CODES[outcome]) from None
+    except KeyboardInterrupt:
+        print(f"flatmin: interrupted at once (second Ctrl-C); {run_directory(cfg)} keeps its last checkpoint",
+              file=sys.stderr)
+        raise SystemExit(rundir.EXIT_CODES[rundir.INTERRUPTED]) from None
+    print(headline(summary, run_directory(cfg)), file=sys.stderr)
+    best = summary.get(rundir.BEST_VAL) or {}
     return best.get(cfg.trainer.monitor)

@@ -9,7 +9,6 @@ in the log above. It reads run directories only, so it works with any launcher (
 from __future__ import annotations
 
 import atexit
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,20 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from flatmin import rundir
+
 
 def job_outcome(job_dir: Path) -> str:
     """One line for a job directory: its overrides and what its ``summary.json`` says."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = " ".join(line.removeprefix("- ").strip() for line in overrides_file.read_text().splitlines()) \
         if overrides_file.is_file() else ""
-    summary_file = job_dir / "summary.json"
-    if not summary_file.is_file():
+    summary = rundir.read_summary(job_dir)
+    if summary is None:
         return f"  #{job_dir.name} unfinished  {overrides}"
-    summary = json.loads(summary_file.read_text())
-    if summary.get("status") != "completed":
-        return f"  #{job_dir.name} FAILED      {overrides}\n      {summary.get('error', 'no error recorded')}"
+    status = summary.get(rundir.STATUS, rundir.UNFINISHED)
+    if status != rundir.COMPLETED:
+        return f"  #{job_dir.name} {status.upper():<11} {overrides}\n      {summary.get(rundir.ERROR, 'no error recorded')}"
     return f"  #{job_dir.name} completed   {overrides}"
 
 
@@ -42,7 +43,7 @@ def print_sweep_outcomes(sweep_dir: Path) -> None:
     if not sweep_dir.is_dir():
         return
     lines = sweep_outcomes(sweep_dir)
-    failed = sum("FAILED" in line or "unfinished" in line for line in lines)
+    failed = sum(" completed " not in line for line in lines)
     print(f"\nflatmin sweep {sweep_dir}: {len(lines) - failed} of {len(lines)} jobs completed", file=sys.stderr)
     print("\n".join(lines), file=sys.stderr)
 

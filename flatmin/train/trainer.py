@@ -20,6 +20,7 @@ import logging
 import math
 import resource
 import time
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,12 +34,14 @@ from tqdm import tqdm
 
 from flatmin.data import Loaders
 from flatmin.data.metrics import CLASSIFICATION, Task
-from flatmin.errors import CheckpointError
+from flatmin import rundir
+from flatmin.errors import CheckpointError, DivergedError
 from flatmin.optim import HyperparameterSchedule
-from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
+from flatmin.rundir import load_checkpoint, save_checkpoint
 from flatmin.train.distributed import Replica, barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
 from flatmin.train.precision import LossScaler, autocast
+from flatmin.train.preemption import RunInterrupted, StopControl
 from flatmin.train.seeding import rng_state, set_rng_state
 from flatmin.train.step import Stepper
 
@@ -56,6 +59,41 @@ def optimizer_steps_per_epoch(train_batches: int, cfg: DictConfig) -> int:
     return math.ceil(micro_batches_per_epoch(train_batches, cfg) / cfg.accumulate_grad_batches)
 
 
+@dataclass
+class EpochProgress:
+    """Where a training epoch is: micro-batches done, the sums of the loss and of the correct
+    predictions (over the epoch, and over the open log window), and the time it has taken. A
+    mid-epoch checkpoint carries it, so a resumed epoch continues the same sums."""
+
+    batches: int
+    totals: Tensor                       # loss sum, correct (float64, on the device)
+    total_count: int
+    window: Tensor
+    window_count: int
+    time_s: float
+
+    @classmethod
+    def fresh(cls, device: torch.device) -> EpochProgress:
+        zeros = lambda: torch.zeros(2, dtype=torch.float64, device=device)  # noqa: E731
+        return cls(0, zeros(), 0, zeros(), 0, 0.0)
+
+    def close_window(self) -> None:
+        """Add the log window's sums to the epoch's and start a new window."""
+        self.totals += self.window
+        self.total_count += self.window_count
+        self.window.zero_()
+        self.window_count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "totals": self.totals.cpu(), "total_count": self.total_count,
+                "window": self.window.cpu(), "window_count": self.window_count, "time_s": self.time_s}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
+        return cls(state["batches"], state["totals"].to(device), state["total_count"], state["window"].to(device),
+                   state["window_count"], state["time_s"])
+
+
 class Trainer:
     """Trains ``model`` with ``optimizer`` as configured by the ``trainer`` config group.
 
@@ -66,7 +104,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
                  hyper_schedule: HyperparameterSchedule, loaders: Loaders, device: torch.device, precision: str,
                  run_dir: Path, loggers: Loggers, config: dict[str, Any], task: Task = CLASSIFICATION,
-                 replica: Replica = Replica()) -> None:
+                 replica: Replica = Replica(), stop: StopControl | None = None) -> None:
         self.cfg = cfg
         self.model = model                  # what runs forward (maybe compiled and/or DDP-wrapped)
         self.module = unwrap(model)         # the user's module, for weights and checkpoints
@@ -93,6 +131,12 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.best: dict[str, Any] | None = None
         self.best_test: dict[str, Any] | None = None   # trainer.test_every_epoch: the best epoch on test
+        self.monitor_mode = monitor_mode(cfg.monitor, cfg.monitor_mode)
+        self.first_epoch_loss: float | None = None      # for trainer.divergence_threshold
+        self.progress: EpochProgress | None = None      # a mid-epoch checkpoint's, until its epoch resumes
+        self.resumes: list[dict[str, Any]] = []         # where the run was resumed, and what changed then
+        self.stop = stop or StopControl(cfg.checkpoint_every_n_steps, cfg.checkpoint_every_minutes)
+        self._started, self._elapsed_before = time.perf_counter(), 0.0
         self.test_every_epoch = cfg.test_every_epoch and loaders.test is not None  # where there is a test split
         if cfg.test_every_epoch and not self.test_every_epoch:
             log.warning("trainer.test_every_epoch is set but the dataset has no labelled test split: skipped")
@@ -100,8 +144,8 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs, test, and return the summary of the whole run."""
-        started = time.perf_counter()
-        elapsed_before = self.elapsed_s
+        self._started = time.perf_counter()
+        self._elapsed_before = self.elapsed_s
         for epoch in range(self.epoch, self.cfg.epochs):
             train = self.train_epoch(epoch)
             val = self.evaluate(self.loaders.val, "val") if self.loaders.val is not None else {}
@@ -119,62 +163,88 @@ class Trainer:
                 self.best = record
                 if self.replica.is_main:
                     save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
-                                    self.run_dir / "best.pt")
-            self.elapsed_s = elapsed_before + time.perf_counter() - started
-            state = self.state_dict()       # on every replica: it gathers their random generators
-            if self.replica.is_main:
-                save_checkpoint(state, self.run_dir / "last.pt")
+                                    self.run_dir / rundir.BEST)
+            self._save_last()
+            if self.stop.decide(self.global_step, self.replica, self.device)[0] and self.epoch < self.cfg.epochs:
+                raise RunInterrupted(self.stop.signal_name, self.epoch, self.global_step)
         barrier(self.replica)               # best.pt is written before any replica reads it
         summary = self._summarise(self._test())
-        summary["wall_time_s"] = elapsed_before + time.perf_counter() - started
+        summary["wall_time_s"] = self._elapsed_before + time.perf_counter() - self._started
         return summary
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training split; returns its mean loss and, for classification, accuracy
-        (of the first passes)."""
+        """One pass over the training split (from where a mid-epoch checkpoint left it); returns its
+        mean loss and, for classification, accuracy (of the first passes).
+
+        After every optimizer step but the epoch's last, a stop request (a signal) or a due periodic
+        checkpoint writes a mid-epoch checkpoint; a stop then raises :class:`RunInterrupted`."""
         self.model.train()
-        self.loaders.train.sampler.set_epoch(epoch)
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, correct
-        window = torch.zeros(2, dtype=torch.float64, device=self.device)
-        total_count = window_count = 0
+        progress = self.progress or EpochProgress.fresh(self.device)      # resumed mid-epoch, or a new epoch
+        self.progress = None
+        self.loaders.train.sampler.set_epoch(epoch, skip_batches=progress.batches)
         window_start = epoch_start = time.perf_counter()
-        batches = islice(self.loaders.train, self.micro_batches)
-        bar = tqdm(batches, total=self.micro_batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
-                   disable=None if self.cfg.progress_bar else True, leave=False, dynamic_ncols=True)
-        for index, (inputs, targets) in enumerate(bar):
+        with torch.random.fork_rng(devices=[]):      # a DataLoader draws its base seed from the generator,
+            iterator = iter(self.loaders.train)      # which a resumed epoch would draw at another point
+        batches = islice(iterator, self.micro_batches - progress.batches)
+        bar = tqdm(batches, total=self.micro_batches, initial=progress.batches,
+                   desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=None if self.cfg.progress_bar else True,
+                   leave=False, dynamic_ncols=True)
+        for index, (inputs, targets) in enumerate(bar, start=progress.batches):
             inputs, targets = self._to_device(inputs), targets.to(self.device, non_blocking=True)
             group_start = index - index % self.cfg.accumulate_grad_batches
             group_size = min(self.cfg.accumulate_grad_batches, self.micro_batches - group_start)
             loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
-            window += torch.stack([loss.double() * len(targets), self.task.count_correct(outputs, targets).double()])
-            window_count += len(targets)
+            progress.window += torch.stack([loss.double() * len(targets),
+                                            self.task.count_correct(outputs, targets).double()])
+            progress.window_count += len(targets)
             if not ended:
                 continue
             self.scheduler.step()
             self.hyper_schedule.step()
             self.global_step += 1
             if self.global_step % self.cfg.log_every_n_steps == 0:
-                loss_sum, correct = window.tolist()
+                loss_sum, correct = progress.window.tolist()
+                self._check_divergence(loss_sum / progress.window_count, epoch)
                 now = time.perf_counter()
                 record = {"event": "step", "step": self.global_step, "epoch": epoch + 1,
-                          **self._train_metrics(loss_sum, correct, window_count),
+                          **self._train_metrics(loss_sum, correct, progress.window_count),
                           "lr": self.optimizer.param_groups[0]["lr"],
-                          "samples_per_s": window_count / (now - window_start)}
+                          "samples_per_s": progress.window_count / (now - window_start)}
                 self.loggers.log(record)
                 bar.set_postfix({name.removeprefix("train/"): f"{record[name]:.4f}"
                                  for name in ("train/loss", "train/accuracy", "samples_per_s") if name in record})
-                totals += window
-                total_count += window_count
-                window.zero_()
-                window_count, window_start = 0, now
-        totals += window
-        total_count += window_count
+                progress.close_window()
+                window_start = now
+            if index + 1 < self.micro_batches:
+                stop, checkpoint = self.stop.decide(self.global_step, self.replica, self.device)
+                if checkpoint:
+                    progress.batches, progress.time_s = index + 1, progress.time_s + time.perf_counter() - epoch_start
+                    epoch_start = time.perf_counter()
+                    self._save_last(progress)
+                if stop:
+                    raise RunInterrupted(self.stop.signal_name, epoch + 1, self.global_step)
+        progress.close_window()
+        total_count = progress.total_count
         self.samples_seen += total_count
-        loss_sum, correct = totals.tolist()
-        epoch_time = time.perf_counter() - epoch_start
+        loss_sum, correct = progress.totals.tolist()
+        self._check_divergence(loss_sum / max(total_count, 1), epoch)
+        if self.first_epoch_loss is None:
+            self.first_epoch_loss = loss_sum / max(total_count, 1)
+        epoch_time = progress.time_s + time.perf_counter() - epoch_start
         self.train_time_s += epoch_time
         return {**self._train_metrics(loss_sum, correct, total_count),
                 "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time}
+
+    def _save_last(self, progress: EpochProgress | None = None) -> None:
+        """Write ``last.pt``: at an epoch's end, or mid-epoch with ``progress`` (where in the epoch,
+        and its metric sums so far)."""
+        self.elapsed_s = self._elapsed_before + time.perf_counter() - self._started
+        state = self.state_dict()       # on every replica: it gathers their random generators
+        if progress is not None:
+            state["progress"] = progress.state_dict()
+        if self.replica.is_main:
+            save_checkpoint(state, self.run_dir / rundir.LAST)
+        self.stop.checkpointed()
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str) -> dict[str, float]:
@@ -200,6 +270,25 @@ class Trainer:
                 **{f"{prefix}/{name}": value for name, value in metrics.items()}}
 
     # -- helpers -----------------------------------------------------------------------------
+    def _check_divergence(self, loss: float, epoch: int) -> None:
+        """Stop the run when the training loss (a log window's or the epoch's mean) is not finite, or
+        exceeds ``trainer.divergence_threshold`` times the first epoch's."""
+        threshold, first = self.cfg.divergence_threshold, self.first_epoch_loss
+        if math.isfinite(loss) and not (threshold and first and loss > threshold * first):
+            return
+        reason = "is not finite" if not math.isfinite(loss) else \
+            f"exceeds {threshold} × the first epoch's ({first:.4g}: trainer.divergence_threshold)"
+        raise DivergedError(f"The run diverged: the training loss was {loss:.4g} at epoch {epoch + 1}, step "
+                            f"{self.global_step}, which {reason}; lower the learning rate (or the method's radius).")
+
+    def stopped_summary(self, status: str, error: str) -> dict[str, Any]:
+        """``summary.json`` of a run stopped before its end: the status and the reason, how far it got,
+        and what it had logged (no test: the run has no final model)."""
+        return {rundir.STATUS: status, rundir.ERROR: error, "epochs": self.epoch, "global_steps": self.global_step,
+                rundir.FINAL: self.last_record, rundir.BEST_VAL: self.best, rundir.RESUMES: self.resumes,
+                "device": str(self.device), "precision": self.precision}
+
+
     def _to_device(self, inputs: Tensor | dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
         """Move a batch's inputs (a tensor, or a dict of them) to the device."""
         if isinstance(inputs, dict):
@@ -222,7 +311,7 @@ class Trainer:
         NaN: a correlation of constant predictions)."""
         if key not in record or best is None or math.isnan(best[key]):
             return True
-        if self.cfg.monitor_mode == "max":
+        if self.monitor_mode == "max":
             return record[key] > best[key]
         return record[key] < best[key]
 
@@ -239,7 +328,7 @@ class Trainer:
             return {}
         results = {"last": self.evaluate(self.loaders.test, "test")}
         last_weights = {k: v.clone() for k, v in self.module.state_dict().items()}
-        best = load_checkpoint(self.run_dir / "best.pt", required=("model",))
+        best = load_checkpoint(self.run_dir / rundir.BEST, required=("model",))
         self.module.load_state_dict(best["model"])
         results["best_val"] = self.evaluate(self.loaders.test, "test")
         self.module.load_state_dict(last_weights)
@@ -250,15 +339,16 @@ class Trainer:
         if self.device.type == "cuda":
             memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         micro_steps = max(1, self.stepper.micro_steps)
-        best_test = {"best_test_over_epochs": self.best_test} if self.best_test is not None else {}
+        best_test = {rundir.BEST_TEST: self.best_test} if self.best_test is not None else {}
         return {
-            "status": "completed",
+            rundir.STATUS: rundir.COMPLETED,
             "epochs": self.epoch,
             "global_steps": self.global_step,
-            "final": self.last_record,
-            "best_val": self.best,
-            "test": test,
+            rundir.FINAL: self.last_record,
+            rundir.BEST_VAL: self.best,
+            rundir.TEST: test,
             **best_test,
+            **({rundir.RESUMES: self.resumes} if self.resumes else {}),
             "passes_per_step": self.stepper.passes / micro_steps,
             "train_time_s": self.train_time_s,
             "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
@@ -281,12 +371,14 @@ class Trainer:
             "rng": gather_objects(rng_state(), self.replica),   # one entry per replica
             "trainer": {"best": self.best, "best_test": self.best_test, "last_record": self.last_record,
                         "samples_seen": self.samples_seen, "train_time_s": self.train_time_s,
-                        "elapsed_s": self.elapsed_s, "wandb_run_id": self.loggers.wandb_run_id},
+                        "elapsed_s": self.elapsed_s, "wandb_run_id": self.loggers.wandb_run_id,
+                        "first_epoch_loss": self.first_epoch_loss, "resumes": self.resumes},
             "config": self.config,
         }
 
-    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
-        """Continue from a checkpoint made by :meth:`state_dict`; a mismatch is a ``CheckpointError``."""
+    def load_state_dict(self, state: dict[str, Any], source: Path, changes: dict[str, list[Any]] | None = None) -> None:
+        """Continue from a checkpoint made by :meth:`state_dict` (at an epoch's end or mid-epoch); a
+        mismatch is a ``CheckpointError``. ``changes`` (settings the resume changes) are recorded."""
         try:
             self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -300,9 +392,22 @@ class Trainer:
         trainer = state["trainer"]
         self.best, self.last_record = trainer["best"], trainer["last_record"]
         self.best_test = trainer.get("best_test")      # absent from checkpoints made before the option
+        self.first_epoch_loss = trainer.get("first_epoch_loss")
+        progress = state.get("progress")
+        self.progress = EpochProgress.from_state(progress, self.device) if progress else None
+        self.resumes = [*trainer.get("resumes", []), {"epoch": self.epoch, "step": state["global_step"],
+                                                      "batch_in_epoch": progress["batches"] if progress else 0,
+                                                      "changes": changes or {}}]
         self.samples_seen, self.train_time_s = trainer["samples_seen"], trainer["train_time_s"]
         self.elapsed_s = trainer["elapsed_s"]
         set_rng_state(state["rng"][self.replica.rank % len(state["rng"])])
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """``trainer.monitor_mode``; ``auto`` is ``min`` for a loss, ``max`` for any other metric."""
+    if mode != "auto":
+        return mode
+    return "min" if monitor.rsplit("/", 1)[-1] == "loss" else "max"
 
 
 def monitored_on_test(monitor: str) -> str:

@@ -11,12 +11,12 @@ import torch
 
 from flatmin.errors import CheckpointError
 from flatmin.train import run
-from flatmin.train.checkpoint import load_checkpoint, save_checkpoint
+from flatmin.rundir import load_checkpoint, save_checkpoint
 from tests.conftest import ROOT, run_cli
 
 KILLED_MID_WRITE = """
 import os, sys, torch
-from flatmin.train.checkpoint import save_checkpoint
+from flatmin.rundir import save_checkpoint
 
 def save_half_then_die(obj, file):
     file.write(b"PK\\x03\\x04 the first bytes of a zip archive, and then the process is killed")

@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 from flatmin.models import SmallCNN
 from flatmin.optim import SAM
 from flatmin.train import run
-from flatmin.train.checkpoint import load_checkpoint
+from flatmin.rundir import load_checkpoint
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 

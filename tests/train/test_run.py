@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from flatmin.optim import build_optimizer
 from flatmin.optim.registry import options
 from flatmin.train import Trainer, run
-from flatmin.train.checkpoint import load_checkpoint
+from flatmin.rundir import load_checkpoint
 from tests.conftest import run_cli
 
 
@@ -146,13 +146,16 @@ def _same_state(a, b) -> bool:
     return a == b
 
 
-def test_resume_from_another_run_dir_continues_there(cfg_factory):
+def test_resuming_a_run_by_path_continues_in_its_own_directory_with_more_epochs(cfg_factory):
     first = cfg_factory("trainer.epochs=1")
     run(first)
     second = cfg_factory("trainer.epochs=2", f"trainer.resume={first.paths.output_dir}")
     summary = run(second)
     assert summary["epochs"] == 2
-    assert [r["epoch"] for r in epoch_records(Path(second.paths.output_dir))] == [1, 2]
+    assert summary["resumes"] == [{"epoch": 1, "step": 16, "batch_in_epoch": 0,
+                                   "changes": {"trainer.epochs": [1, 2]}}]
+    assert [r["epoch"] for r in epoch_records(Path(first.paths.output_dir))] == [1, 2]
+    assert not Path(second.paths.output_dir).exists()           # the new directory Hydra would give is unused
 
 
 def test_test_every_epoch_records_the_best_epoch_on_test(cfg_factory):

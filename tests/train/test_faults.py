@@ -1,0 +1,265 @@
+"""Results you can trust: a diverged, interrupted or refused run says so, and no finished run is
+overwritten. Real processes and real signals where signals are involved."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flatmin import rundir
+from flatmin.errors import ConfigError, FlatminError
+from flatmin.report.runs import find_runs
+from flatmin.report.render import headline
+from flatmin.train import run
+from tests.conftest import ROOT, run_cli
+
+
+def strict_json(text: str):
+    """Parse JSON, refusing NaN and Infinity (which strict readers reject)."""
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def digests(run_dir: Path) -> dict[str, str]:
+    """The bytes of every file flatmin writes in a run directory."""
+    return {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
+            for name in rundir.RUN_FILES if (run_dir / name).is_file()}
+
+
+def start(*args: str, log_dir: Path) -> subprocess.Popen:
+    """``python train.py <args>`` as a background process."""
+    env = {**os.environ, "FLATMIN_LOG_DIR": str(log_dir), "WANDB_SILENT": "true"}
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def logged_steps(run_dir: Path) -> int:
+    path = run_dir / rundir.METRICS
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+# -- divergence ------------------------------------------------------------------------------------------
+def test_a_diverged_run_stops_says_so_and_is_never_averaged(tmp_path: Path):
+    run_dir = tmp_path / "diverged"
+    result = run_cli("optimizer=sam", "optimizer.lr=1e6", "trainer.epochs=5", f"hydra.run.dir={run_dir}",
+                     log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES[rundir.DIVERGED] == 3
+    assert "Traceback" not in result.stderr
+    assert "flatmin: error: The run diverged: the training loss was nan at epoch 1, step 10" in result.stderr
+    summary = strict_json((run_dir / rundir.SUMMARY).read_text())
+    assert summary["status"] == "diverged" and summary["epochs"] == 0 and summary["global_steps"] == 10
+    for line in (run_dir / rundir.METRICS).read_text().splitlines():
+        strict_json(line)
+    assert not (run_dir / rundir.BEST).exists()
+    (found,) = find_runs([run_dir])
+    assert found.status == "diverged" and "diverged" in found.error
+    assert "0 completed, 0 failed, 1 diverged" in headline([found], [str(tmp_path)])
+
+
+def test_a_loss_past_the_divergence_threshold_stops_the_run(cfg_factory):
+    cfg = cfg_factory("trainer.epochs=3", "trainer.divergence_threshold=1.5", "optimizer.lr=100")
+    with pytest.raises(FlatminError, match=r"exceeds 1.5 × the first epoch's .* trainer.divergence_threshold"):
+        run(cfg)
+    assert rundir.read_summary(Path(cfg.paths.output_dir))["status"] == "diverged"
+
+
+# -- the best model ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["trainer.monitor=val/acuracy"], "trainer.monitor must be a metric this run's validation produces: one of "
+                                      "val/loss, val/accuracy (got 'val/acuracy')."),
+    (["trainer.monitor_mode=maximize"], "trainer.monitor_mode must be one of auto, min, max (got 'maximize')."),
+    (["dataset.split.test_fraction=0.9"], "dataset.split.val_fraction + dataset.split.test_fraction must be < 1"),
+    (["trainer.device=gpu"], "trainer.device must be auto, cpu, cuda or cuda:N (got 'gpu')."),
+    (["dataset.num_classes=5"], "digits has 10 classes but dataset.num_classes is 5"),
+    (["dataset.batch_size=5000"], "dataset.batch_size (5000) is larger than the training split (1077 examples)"),
+    (["trainer.resume_accept=optimizer.lr"], "trainer.resume_accept must be a list of config keys"),
+])
+def test_a_slip_is_refused_in_one_sentence_before_training(cfg_factory, overrides, message):
+    cfg = cfg_factory("trainer.epochs=1", *overrides)
+    with pytest.raises(FlatminError) as caught:
+        run(cfg)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert not (Path(cfg.paths.output_dir) / rundir.LAST).exists()
+
+
+def test_a_loss_monitor_picks_the_epoch_of_least_validation_loss(cfg_factory):
+    cfg = cfg_factory("trainer.epochs=4", "trainer.monitor=val/loss", "optimizer.lr=0.5")
+    summary = run(cfg)
+    lines = (Path(cfg.paths.output_dir) / rundir.METRICS).read_text().splitlines()
+    epochs = [record for record in map(json.loads, lines) if record["event"] == "epoch"]
+    assert summary["best_val"]["val/loss"] == min(record["val/loss"] for record in epochs)
+
+
+def test_without_a_validation_split_the_final_model_is_the_best(cfg_factory):
+    summary = run(cfg_factory("trainer.epochs=2", "dataset.split.val_fraction=0"))
+    assert summary["status"] == "completed" and summary["best_val"]["epoch"] == 2
+    assert summary["test"]["best_val"] == summary["test"]["last"]
+
+
+# -- run directories ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A completed one-epoch run in a fixed directory, as with ``hydra.run.dir=<dir>``."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run_cli("trainer.epochs=1", f"hydra.run.dir={run_dir}", log_dir=run_dir.parent)
+    return run_dir
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optimizer.lr=-1"], "optimizer.lr must be a number > 0 (got -1)."),
+    ([], "already holds a run (status completed); continue it with trainer.resume=auto"),
+    (["trainer.resume=auto", "model=resnet18"], "Resuming "),
+    (["trainer.resume=auto", "optimizer.lr=0.5"], "with other settings than it was trained with: optimizer.lr "
+                                                  "(0.1 → 0.5); resume with its settings, or accept the change with "
+                                                  "trainer.resume_accept=[optimizer.lr]."),
+])
+def test_a_refused_launch_leaves_a_finished_run_byte_identical(finished_run: Path, overrides, message):
+    before = digests(finished_run)
+    result = run_cli("trainer.epochs=1", f"hydra.run.dir={finished_run}", *overrides, log_dir=finished_run.parent,
+                     check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert digests(finished_run) == before
+
+
+def test_resuming_a_completed_run_does_nothing_and_says_so(finished_run: Path):
+    before = digests(finished_run)
+    result = run_cli("trainer.epochs=1", f"hydra.run.dir={finished_run}", "trainer.resume=auto",
+                     log_dir=finished_run.parent)
+    assert "has completed; nothing to do" in result.stdout + result.stderr
+    assert "flatmin: completed: test/accuracy" in result.stderr and str(finished_run) in result.stderr
+    assert digests(finished_run) == before
+
+
+def test_a_refused_sweep_job_leaves_its_reason_for_the_report(cfg_factory, tmp_path: Path):
+    cfg = cfg_factory("optimizer.lr=-1")
+    Path(cfg.paths.output_dir).mkdir(parents=True)          # Hydra made the job's directory
+    with pytest.raises(ConfigError):
+        run(cfg)
+    (found,) = find_runs([Path(cfg.paths.output_dir)])
+    assert (found.status, found.error) == ("failed", "ConfigError: optimizer.lr must be a number > 0 (got -1).")
+
+
+def test_a_second_process_on_a_run_directory_in_use_is_refused(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    first = start("trainer.epochs=30", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", log_dir=tmp_path)
+    try:
+        wait_for(lambda: logged_steps(run_dir) >= 1)
+        second = run_cli("trainer.epochs=30", "trainer.resume=auto", f"hydra.run.dir={run_dir}", log_dir=tmp_path,
+                         check=False)
+        assert second.returncode == 2
+        assert f"flatmin: error: Run directory {run_dir} is in use by process {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=300)
+    assert first.returncode == rundir.EXIT_CODES[rundir.INTERRUPTED]
+
+
+# -- preemption --------------------------------------------------------------------------------------------
+#: A run that draws from the generator every step (dropout) and takes 2 epochs of 16 steps.
+PREEMPTED = ("optimizer=sam", "model.dropout=0.2", "trainer.epochs=2", "trainer.log_every_n_steps=1")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_cli(*PREEMPTED, f"hydra.run.dir={run_dir}", log_dir=run_dir.parent)
+    return run_dir
+
+
+def assert_same_training(expected: Path, actual: Path) -> None:
+    """The same weights, optimizer state and logged numbers (times aside) as the uninterrupted run."""
+    a, b = rundir.load_checkpoint(expected / rundir.LAST), rundir.load_checkpoint(actual / rundir.LAST)
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    for (key, x), y in zip(a["optimizer"]["base"]["state"].items(), b["optimizer"]["base"]["state"].values()):
+        assert torch.equal(x["momentum_buffer"], y["momentum_buffer"]), key
+
+    def numbers(run_dir: Path) -> list[dict]:
+        records = map(json.loads, (run_dir / rundir.METRICS).read_text().splitlines())
+        return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in records]
+
+    assert numbers(expected) == numbers(actual)
+    assert rundir.read_summary(actual)["test"] == rundir.read_summary(expected)["test"]
+
+
+def test_sigterm_mid_epoch_checkpoints_and_the_resumed_run_is_bit_for_bit_the_same(tmp_path: Path,
+                                                                                  uninterrupted: Path):
+    run_dir = tmp_path / "run"
+    process = start(*PREEMPTED, f"hydra.run.dir={run_dir}", log_dir=tmp_path)
+    wait_for(lambda: logged_steps(run_dir) >= 5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == rundir.EXIT_CODES[rundir.INTERRUPTED] == 4
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("flatmin: interrupted")]
+    assert "stopped by SIGTERM at epoch 1, step " in line and f"trainer.resume={run_dir}" in line
+    summary = strict_json((run_dir / rundir.SUMMARY).read_text())
+    assert summary["status"] == "interrupted" and summary["epochs"] == 0
+    assert rundir.load_checkpoint(run_dir / rundir.LAST)["progress"]["batches"] >= 5       # mid-epoch
+    run_cli(*PREEMPTED, f"hydra.run.dir={run_dir}", "trainer.resume=auto", log_dir=tmp_path)
+    assert_same_training(uninterrupted, run_dir)
+    assert rundir.read_summary(run_dir)["resumes"][0]["batch_in_epoch"] >= 5
+
+
+def test_kill_9_after_a_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path: Path, uninterrupted: Path):
+    run_dir = tmp_path / "run"
+    process = start(*PREEMPTED, "trainer.checkpoint_every_n_steps=4", f"hydra.run.dir={run_dir}", log_dir=tmp_path)
+
+    def mid_epoch_checkpoint() -> bool:
+        try:
+            return rundir.load_checkpoint(run_dir / rundir.LAST).get("progress", {}).get("batches", 0) >= 8
+        except FlatminError:
+            return False
+
+    wait_for(mid_epoch_checkpoint)
+    process.kill()
+    process.communicate(timeout=60)
+    assert rundir.status(run_dir) == "unfinished"
+    run_cli(*PREEMPTED, "trainer.checkpoint_every_n_steps=4", f"hydra.run.dir={run_dir}", "trainer.resume=auto",
+            log_dir=tmp_path)
+    assert_same_training(uninterrupted, run_dir)
+
+
+def submitit_task() -> int:
+    """The process of the running submitit_local job (``python -m submitit.core._submit``)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"submitit.core._submit" in command:
+                return int(entry.name)
+    raise AssertionError("no submitit task process")
+
+
+def test_a_preempted_submitit_job_is_requeued_and_finishes(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    process = start("-m", "hydra/launcher=submitit_local", "trainer.resume=auto", "trainer.epochs=3",
+                    "trainer.log_every_n_steps=1", f"hydra.sweep.dir={sweep}", log_dir=tmp_path)
+    wait_for(lambda: logged_steps(sweep / "0") >= 5)
+    os.kill(submitit_task(), signal.SIGUSR2)               # what SLURM sends before preempting a submitit job
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    summary = rundir.read_summary(sweep / "0")
+    assert summary["status"] == "completed" and summary["epochs"] == 3
+    assert len(summary["resumes"]) == 1
