@@ -12,6 +12,7 @@ interpolated. Cost: the wrapped optimizer's passes; 1 extra parameter-sized buff
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -50,6 +51,10 @@ class Lookahead(MultiPassOptimizer):
     @property
     def passes_per_step(self) -> int:  # type: ignore[override]
         return getattr(self.base_optimizer, "passes_per_step", 1)
+
+    @property
+    def mean_passes_per_step(self) -> int | Fraction:  # type: ignore[override]
+        return getattr(self.base_optimizer, "mean_passes_per_step", 1)
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -100,8 +101,15 @@ class MultiPassOptimizer(Optimizer):
     hyperparameters: ClassVar[dict[str, Hyper]] = {}
     #: Its row of the README's method table.
     card: ClassVar[Card]
-    #: Forward+backward passes one ``step`` performs; subclasses set it.
+    #: Forward+backward passes one ``step`` performs; subclasses set it. A method whose count varies
+    #: from step to step (LookSAM) makes it a property: the passes of its *next* step.
     passes_per_step: int = 1
+
+    @property
+    def mean_passes_per_step(self) -> int | Fraction:
+        """The passes per step on average over a run, exact (a ``Fraction`` where not whole): what a
+        pass budget divides by. ``passes_per_step`` unless that varies (LookSAM: ``1 + 1/k``)."""
+        return self.passes_per_step
 
     def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -211,10 +219,13 @@ class MultiPassOptimizer(Optimizer):
                                 else entry.options[radius])
             torch._foreach_add_(entry.params, grads)
 
-    def base_step(self) -> None:
-        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip."""
-        if self.base_step_gate is None or self.base_step_gate():
+    def base_step(self) -> bool:
+        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip;
+        returns whether it ran (a method's state that must follow only taken steps, LookSAM's)."""
+        ran = self.base_step_gate is None or bool(self.base_step_gate())
+        if ran:
             self.base_optimizer.step()
+        return ran
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

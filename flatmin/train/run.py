@@ -42,12 +42,13 @@ log = logging.getLogger(__name__)
 def apply_pass_budget(cfg: DictConfig) -> None:
     """``trainer.budget_passes``: give each method ``budget_passes / passes per step`` epochs, so
     methods are compared at equal compute (SGD gets twice SAM's epochs, four times GAM's). The
-    passes per step are the optimizer's own (built here on a throwaway parameter)."""
+    passes per step are the optimizer's mean over a run (built here on a throwaway parameter): a
+    method whose passes vary from step to step counts at its average (LookSAM: 1 + 1/k)."""
     budget = cfg.trainer.get("budget_passes")
     if budget is None:
         return
-    passes = getattr(build_optimizer(cfg.optimizer, nn.Linear(1, 1)), "passes_per_step", 1)
-    cfg.trainer.epochs = max(1, budget // passes)
+    passes = getattr(build_optimizer(cfg.optimizer, nn.Linear(1, 1)), "mean_passes_per_step", 1)
+    cfg.trainer.epochs = max(1, int(budget // passes))
 
 
 def hydra_context() -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import GAM, NSO, SAM, TRACER, Lookahead
+from flatmin.optim import GAM, MSAM, NSO, SAM, TRACER, Lookahead, LookSAM
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -110,7 +110,8 @@ def assert_params_equal(model: nn.Module, expected: Params, rtol: float = 1e-10,
 
 
 # -- every method, as the contract tests build them -----------------------------------------------
-#: name: (factory(params) → optimizer, closure calls per step)
+#: name: (factory(params) → optimizer, closure calls per step: of the first step where the count varies,
+#: LookSAM's, whose pattern tests/optim/test_looksam.py checks)
 METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = {
     "sam": (lambda params: SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), 2),
     "asam": (lambda params: SAM(params, torch.optim.SGD, rho=0.5, adaptive=True, **SGD_KWARGS), 2),
@@ -123,6 +124,9 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
                                              lam=0.5, distribution="laplace", **SGD_KWARGS), 3),
     "sgd_tracer": (lambda params: TRACER(params, torch.optim.SGD, **SGD_KWARGS), 2),
     "adam_tracer": (lambda params: TRACER(params, torch.optim.Adam, lam=0.5, lr=1e-3), 2),
+    "looksam": (lambda params: LookSAM(params, torch.optim.SGD, rho=0.05, k=2, **SGD_KWARGS), 2),
+    "msam": (lambda params: MSAM(params, torch.optim.SGD, rho=0.3, **SGD_KWARGS), 1),
+    "adamw_msam": (lambda params: MSAM(params, torch.optim.AdamW, rho=1.0, lr=1e-3, weight_decay=0.1), 1),
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
 }

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import NSO, SAM, TRACER, MultiPassOptimizer
+from flatmin.optim import MSAM, NSO, SAM, TRACER, MultiPassOptimizer
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
                                 train)
@@ -35,13 +35,21 @@ def test_each_step_makes_exactly_the_passes_the_spec_lists(name: str):
     model = mlp()
     optimizer = build(name, model)
     expected = METHOD_FACTORIES[name][1]
-    assert optimizer.passes_per_step == expected
-    assert train(model, optimizer, batches(3)) == 3 * expected
+    assert optimizer.passes_per_step == expected                     # the first step's
+    counts = []
+    for batch in batches(4):
+        announced = optimizer.passes_per_step                        # where the count varies, the next step's
+        counts.append(train(model, optimizer, [batch]))
+        assert counts[-1] == announced
+    if optimizer.mean_passes_per_step == expected:                   # a constant count (not LookSAM's)
+        assert counts == [expected] * 4
 
 
 def first_pass_point(name: str, model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` at the point of the step's first pass: θ, or for NSO with lam = 0 the
-    first draw θ + sigma·ε (replayed from the same seed, same parameter order)."""
+    first draw θ + sigma·ε (replayed from the same seed, same parameter order). MSAM's only pass is
+    at θ − rho·v/‖v‖, which is θ on a first step (no first moment yet; test_msam.py checks a later
+    step's statistics)."""
     probe = copy.deepcopy(model)
     optimizer = build(name, model)
     if isinstance(optimizer, NSO) and not optimizer.param_groups[0]["lam"] > 0:
@@ -111,6 +119,7 @@ def overflow_on_pass(number: int):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_an_fp16_overflow_in_any_pass_restores_theta_and_skips_the_base_step(name: str):
+    """Every pass of a first step (LookSAM's is a SAM step; test_looksam.py overflows its later steps)."""
     x, y = batches(1)[0]
     for overflowing in range(1, METHOD_FACTORIES[name][1] + 1):
         model = mlp()
@@ -252,6 +261,7 @@ DEGENERATE = {
     "sgd_tracer_rho0": (lambda p: TRACER(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "sgd_tracer_lam0": (lambda p: TRACER(p, torch.optim.SGD, lam=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "adam_tracer_rho0": (lambda p: TRACER(p, torch.optim.Adam, rho=0.0, lr=1e-3), torch.optim.Adam, {"lr": 1e-3}),
+    "msam_rho0": (lambda p: MSAM(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "nso_sigma0": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "nso_sigma0_k2_one_sided": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, num_perturbs=2, two_sided=False,
                                               **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
