@@ -242,7 +242,7 @@ def main() -> None:
             row.update(model=model_name, method=method, ratio=row["ms_per_step"] / rows["sgd"]["ms_per_step"],
                        peak_above_sgd=(row["peak_mib"] - rows["sgd"]["peak_mib"]) / row["param_mib"])
             results.append(row)
-            print(f"| {model_name} | {method} | {row['passes_per_step']:.0f} | {row['ms_per_step']:.1f} | "
+            print(f"| {model_name} | {method} | {row['passes_per_step']:.3g} | {row['ms_per_step']:.1f} | "
                   f"{row['ratio']:.2f} | {measured(row['extra_buffers'])} | {measured(row['peak_above_sgd'])} |",
                   flush=True)
     if args.json:
