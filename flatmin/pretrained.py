@@ -7,11 +7,46 @@ turns that into a :class:`~flatmin.errors.ModelNotFoundError` naming the config 
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+from functools import cache
 from typing import Callable, TypeVar
+from urllib.parse import urlparse
 
 from flatmin.errors import ModelNotFoundError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+#: How long the hub may take to accept a connection before flatmin takes it as unreachable.
+HUB_TIMEOUT_S = 3.0
+
+
+@cache
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``, else huggingface.co) accepts a connection."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def offline_unless_reachable() -> None:
+    """Put huggingface_hub (and so transformers, timm) and ``datasets`` in offline mode when the hub
+    cannot be reached, so that a lookup fails at once instead of retrying for tens of seconds."""
+    if hub_reachable():
+        return
+    import datasets.config
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    log.info("the Hugging Face hub cannot be reached: only local files and the cache are used")
 
 
 def load_pretrained(load: Callable[[], T], what: str, source: str, option: str) -> T:
@@ -20,10 +55,11 @@ def load_pretrained(load: Callable[[], T], what: str, source: str, option: str) 
     ``what`` names the thing ("timm model resnet34's weights"), ``source`` is the hub name or path
     that was asked for and ``option`` the config key that chooses it.
     """
+    offline_unless_reachable()
     try:
         return load()
     except OSError as error:
         raise ModelNotFoundError(
             f"{what} could not be loaded from {source!r}, which is neither a local path that exists nor reachable "
             f"on the Hugging Face hub ({type(error).__name__}): download it on a machine with network "
-            f"and set {option}=<its local path>.") from error
+            f"(hf download <repository> --local-dir <folder>) and set {option} to that local copy.") from error

@@ -92,18 +92,21 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
-        cause = error.__cause__ if isinstance(error, RuntimeError) and error.__cause__ else error
-        if isinstance(cause, OSError) or _disk_full(error):
-            reason = "the disk is full" if _disk_full(error) else (cause.strerror or str(cause)).lower()
+        reason = _write_failure(error)
+        if reason:
             raise RunDirError(f"Could not write {path}: {reason}; the previous version of that file, if any, is "
                               "intact.") from error
         raise
 
 
-def _disk_full(error: BaseException) -> bool:
-    """``ENOSPC``, or torch's serializer failing mid-write (``unexpected pos``) as it does then."""
-    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or \
-        (isinstance(error, RuntimeError) and "unexpected pos" in str(error))
+def _write_failure(error: BaseException) -> str | None:
+    """Why a write failed, when the file system refused it: an ``OSError``, or torch's serializer
+    failing mid-write (``unexpected pos``), which keeps no error number."""
+    if isinstance(error, OSError):
+        return "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error)).lower()
+    if isinstance(error, RuntimeError) and "unexpected pos" in str(error):
+        return "it could not be written in full (a full disk, a quota or a file-size limit)"
+    return None
 
 
 def write_text(text: str, path: Path) -> None:

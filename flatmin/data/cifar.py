@@ -30,6 +30,7 @@ from flatmin.data.device_loader import Augmentation, DeviceData
 from flatmin.data.files import DatasetFiles, ensure_present
 from flatmin.data.images import ImageSet, ImageSubset, Samples, assemble
 from flatmin.data.splits import DataSplits
+from flatmin.errors import DataFormatError
 from flatmin.data.transforms import cifar_transforms
 
 
@@ -63,12 +64,29 @@ def cifar_files(name: str) -> DatasetFiles:
                                "or run once with network and dataset.download=true")
 
 
+def read_batches(reader: type[CIFAR10], data_dir: str) -> tuple[CIFAR10, CIFAR10]:
+    """The train and test splits; a batch file that does not unpickle is a :class:`DataFormatError`
+    naming it (torchvision's own error does not)."""
+    try:
+        return reader(data_dir, train=True), reader(data_dir, train=False)
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as error:
+        folder = Path(data_dir) / reader.base_folder
+        for name, _ in reader.train_list + reader.test_list:
+            try:
+                with open(folder / name, "rb") as file:
+                    pickle.load(file, encoding="latin1")
+            except Exception:
+                raise DataFormatError(f"{folder / name} cannot be read ({type(error).__name__}): it is truncated or "
+                                      "corrupt; download or extract it again.") from error
+        raise
+
+
 def build_cifar(cfg: DictConfig) -> DataSplits:
     """CIFAR-10/100 splits with the SAM-paper augmentation (``dataset.augment``) and label noise."""
     reader = READERS[cfg.name]
     ensure_present(cifar_files(cfg.name), cfg.data_dir,
                    (lambda: reader(cfg.data_dir, train=True, download=True)) if cfg.download else None)
-    train, test = reader(cfg.data_dir, train=True), reader(cfg.data_dir, train=False)
+    train, test = read_batches(reader, cfg.data_dir)
     images = ImageSet(classes=train.classes, train=Samples.all_of(train, train.targets), val=None,
                       test=Samples.all_of(test, test.targets))
     splits = assemble(images, cfg, *cifar_transforms(cfg))

@@ -3,7 +3,7 @@
 Where the files come from, in order:
 
 1. local files in the hub's layout, ``<data_dir>/glue/<task>/<split>-*.parquet`` (what
-   ``huggingface-cli download nyu-mll/glue --repo-type dataset --local-dir <data_dir>/glue`` leaves),
+   ``hf download nyu-mll/glue --repo-type dataset --local-dir <data_dir>/glue`` leaves),
    or ``<split>.tsv`` with the same columns and a header row;
 2. with ``dataset.download=true``, the hub dataset ``nyu-mll/glue`` (cached by ``datasets``);
 3. otherwise one sentence saying where to put the files.
@@ -34,7 +34,7 @@ from flatmin.data.files import DatasetFiles
 from flatmin.data.label_noise import apply_label_noise
 from flatmin.data.splits import DataSplits
 from flatmin.errors import DataFormatError
-from flatmin.pretrained import load_pretrained
+from flatmin.pretrained import load_pretrained, offline_unless_reachable
 
 
 def glue_files(cfg: DictConfig) -> DatasetFiles:
@@ -44,7 +44,7 @@ def glue_files(cfg: DictConfig) -> DatasetFiles:
         title=f"GLUE {cfg.task_name}", folder=f"glue/{cfg.task_name}",
         required=tuple(f"{split}-*.parquet" for split in splits),
         what=", ".join(f"{split}-*.parquet" for split in splits),
-        source=f"the {cfg.task_name}/ folder of the hub dataset {cfg.hub}, as huggingface-cli download {cfg.hub} "
+        source=f"the {cfg.task_name}/ folder of the hub dataset {cfg.hub}, as hf download {cfg.hub} "
                f"--repo-type dataset --include '{cfg.task_name}/*' --local-dir <data_dir>/glue leaves it; "
                f"or <split>.tsv files with the same columns; or run once with network and dataset.download=true")
 
@@ -71,6 +71,7 @@ def read_glue(cfg: DictConfig) -> dict[str, datasets.Dataset]:
         return {name: read_split(paths) for name, paths in found.items()}
     if not cfg.download:
         raise files.not_found(cfg.data_dir)
+    offline_unless_reachable()
     try:
         hub = datasets.load_dataset(cfg.hub, cfg.task_name)
     except Exception as error:

@@ -36,6 +36,11 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+#: The range each metric (and the loss) takes: the report keeps its intervals inside it.
+RANGES: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0),
+                                          "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "loss": (0.0, float("inf"))}
+
+
 def squeezed_mse(outputs: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error of a single-output model's (N, 1) outputs against (N,) targets."""
     return F.mse_loss(outputs.squeeze(-1), targets, reduction=reduction)

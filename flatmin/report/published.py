@@ -11,8 +11,11 @@ table's notes say why): never fill one in. A table whose metric is selected on t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+
+from flatmin.data.metrics import RANGES
 
 # The SAM paper's augmentations as dataset settings (conf/dataset_common/cifar.yaml): "basic" is
 # crop + flip alone; cutout is 16 px on CIFAR-10 and commonly 8 px on CIFAR-100 (DeVries & Taylor).
@@ -46,6 +49,12 @@ class Metric:
 
     def format(self, value: float) -> str:
         return f"{value:.4g}" if self.digits is None else f"{value:.{self.digits}f}"
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The range the shown number can take (a named metric's range, scaled; else unbounded)."""
+        low, high = RANGES.get(self.path[-1].rsplit("/", 1)[-1], (-math.inf, math.inf))
+        return tuple(sorted((self.scale * low + self.offset, self.scale * high + self.offset)))  # type: ignore
 
     @property
     def selected_on_test(self) -> bool:

@@ -19,8 +19,8 @@ from flatmin.report.stats import Summary
 from flatmin.report.tables import Section, Table
 from flatmin.report.published import Metric
 
-LEGEND = ("Cells: mean ± std over seeds [95% Student-t interval of the mean] (n = runs); paper: the published "
-          "number; Δ: our mean − paper.")
+LEGEND = ("Cells: mean ± std over seeds [95% Student-t interval of the mean, cut to the metric's range] (n = runs); "
+          "paper: the published number; Δ: our mean − paper.")
 
 
 def ours_text(summary: Summary | None, metric: Metric) -> str:

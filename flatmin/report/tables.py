@@ -42,7 +42,7 @@ class Group:
 
     def summarise(self, metric: Metric) -> Summary | None:
         values = [value for value in (metric.read(run.summary) for run in self.runs) if value is not None]
-        return summarise(values) if values else None
+        return summarise(values, bounds=metric.bounds) if values else None
 
 
 @dataclass

@@ -9,8 +9,11 @@ the sweep.
 from __future__ import annotations
 
 import json
+import netrc
+import os
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 
@@ -52,6 +55,21 @@ class JsonlLogger:
 
     def close(self, failed: bool = False) -> None:
         self.file.close()
+
+
+def wandb_login_missing(cfg: DictConfig) -> str | None:
+    """Why an online W&B run could not start (no API key in ``WANDB_API_KEY`` or the netrc file that
+    ``wandb login`` writes), as a sentence; None when it can, or is not online."""
+    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return None
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        if netrc.netrc().authenticators(host) is not None:
+            return None
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return ("logger.wandb.mode=online needs a W&B login (wandb login, or WANDB_API_KEY); log offline with "
+            "logger.wandb.mode=offline and upload later with wandb sync.")
 
 
 class WandbLogger:

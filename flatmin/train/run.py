@@ -29,7 +29,7 @@ from flatmin.sharpness import measure_run, select_parameters
 from flatmin import rundir
 from flatmin.rundir import flatten, load_checkpoint
 from flatmin.train.distributed import Replica, init_replica, replica_seed
-from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
+from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
 from flatmin.train.precision import resolve_device, resolve_precision
 from flatmin.train.preemption import RunInterrupted, StopControl
 from flatmin.train.schedulers import build_scheduler
@@ -161,6 +161,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     try:
         validate(cfg)
+        if cfg.logger.get("wandb") and (missing := wandb_login_missing(cfg.logger.wandb)):
+            raise ConfigError(missing)
         apply_pass_budget(cfg)
         run_dir, checkpoint_path = plan_run(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -189,8 +191,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise
         except BaseException as error:
             if replica.is_main:
-                rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
-                                  run_dir / rundir.SUMMARY)
+                try:
+                    rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
+                                      run_dir / rundir.SUMMARY)
+                except rundir.RunDirError as also:          # a full disk may refuse the summary too
+                    log.error("%s", also)
             raise
 
 

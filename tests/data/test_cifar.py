@@ -10,6 +10,7 @@ import torch
 
 from flatmin.data import build_dataset
 from flatmin.data.transforms import Cutout
+from flatmin.errors import DataFormatError
 from flatmin.train import run
 from tests.conftest import make_config
 from tests.data.writers import write_cifar10, write_cifar100
@@ -88,3 +89,14 @@ def test_a_run_trains_on_the_cifar_files_and_tests_the_best_model(cfg_factory, t
     assert summary["status"] == "completed" and summary["passes_per_step"] == 2.0
     assert set(summary["best_val"]) >= {"val/loss", "val/accuracy", "train/loss", "train/accuracy"}
     assert set(summary["test"]["best_val"]) == {"test/loss", "test/accuracy"}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_batch_file_is_named_in_the_error(tmp_path: Path, damage: str):
+    write_cifar10(tmp_path, per_batch=4, test=4)
+    broken = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00not a pickle" * 10)
+    cfg = make_config(tmp_path / "run", "dataset=cifar10", f"paths.data_dir={tmp_path}", "dataset.download=false")
+    with pytest.raises(DataFormatError, match=rf"^{broken} cannot be read \(\w+\): it is truncated or corrupt"):
+        build_dataset(cfg.dataset)

@@ -3,6 +3,9 @@ the CPU with the right output shape, and the CIFAR networks have their published
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,11 +77,11 @@ def test_the_nso_resnet34_loads_local_imagenet_weights_under_a_new_head(tmp_path
 def test_hub_weights_offline_and_unknown_names_are_one_sentence(tmp_path: Path):
     cfg = make_config(tmp_path, "model=resnet34_imagenet", "dataset=aircraft")
     with pytest.raises(ModelNotFoundError, match=r"^timm model resnet34.tv_in1k's pretrained weights could not be "
-                                                 r"loaded .* set model.pretrained=<its local path>\.$"):
+                                                 r"loaded .*hf download .* set model.pretrained to that local copy\.$"):
         build_model(cfg.model)
     with pytest.raises(ConfigError, match=r"^model.name must be a timm model name"):
         build_model(make_config(tmp_path, "model=timm", "model.name=resnet_nosuch", "dataset=cars").model)
-    with pytest.raises(ModelNotFoundError, match=r"set model.name_or_path=<its local path>\.$"):
+    with pytest.raises(ModelNotFoundError, match=r"set model.name_or_path to that local copy\.$"):
         build_model(make_config(tmp_path, "model=bert", "dataset=glue/rte").model)
 
 
@@ -144,3 +147,15 @@ def test_shakedrop_in_training_scales_forward_by_b_plus_alpha_and_backward_by_b_
 
     gates = [torch.equal(ShakeDrop(survival=0.7).train()(ones), ones) for _ in range(2000)]
     assert sum(gates) / len(gates) == pytest.approx(0.7, abs=0.04)   # b ~ Bernoulli(p_l), one per batch
+
+
+def test_an_unreachable_hub_puts_the_libraries_offline_at_once():
+    """Offline, a hub lookup must fail at once (no retry loop): flatmin checks the connection first."""
+    code = ("import huggingface_hub.constants as hub, datasets.config as ds\n"
+            "from flatmin.pretrained import offline_unless_reachable\n"
+            "offline_unless_reachable()\n"
+            "print(hub.HF_HUB_OFFLINE, ds.HF_HUB_OFFLINE)")
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    result = subprocess.run([sys.executable, "-c", code], env={**env, "HF_ENDPOINT": "http://127.0.0.1:9"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["True", "True"], result.stderr

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from flatmin.report.published import Metric
 from flatmin.report.stats import summarise
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729749464, 4: 2.7764451051977987}  # t_{0.975, df}
@@ -32,3 +33,14 @@ def test_one_value_has_no_spread_and_equal_values_have_none_either():
     assert (one.n, one.mean, one.std, one.ci_low, one.ci_high) == (1, 0.7, None, None, None)
     same = summarise([0.2, 0.2, 0.2])
     assert same.std == 0.0 and same.ci_low == same.ci_high == same.mean
+
+
+def test_an_interval_never_leaves_the_metrics_range():
+    accuracy = Metric("accuracy (%)", ("test", "best_val", "test/accuracy"), 100.0)
+    error = Metric("error (%)", ("test", "best_val", "test/accuracy"), -100.0, 100.0)
+    assert accuracy.bounds == (0.0, 100.0) and error.bounds == (0.0, 100.0)
+    cut = summarise([98.72, 99.89], bounds=accuracy.bounds)
+    plain = summarise([98.72, 99.89])
+    assert plain.ci_high > 100.0 and cut.ci_high == 100.0 and cut.ci_low == plain.ci_low
+    assert Metric("trace", ("sharpness", "trace")).bounds == (-math.inf, math.inf)
+    assert Metric("mcc", ("final", "val/mcc"), 100.0).bounds == (-100.0, 100.0)

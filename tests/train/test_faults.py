@@ -263,3 +263,30 @@ def test_a_preempted_submitit_job_is_requeued_and_finishes(tmp_path: Path):
     summary = rundir.read_summary(sweep / "0")
     assert summary["status"] == "completed" and summary["epochs"] == 3
     assert len(summary["resumes"]) == 1
+
+
+# -- the environment ---------------------------------------------------------------------------------------
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path: Path):
+    """A real limit on the size of written files (RLIMIT_FSIZE), as a full disk refuses writes."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # refused writes fail with EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    env = {**os.environ, "FLATMIN_LOG_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "train.py", "trainer.epochs=1", f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"flatmin: error: Could not write {run_dir / rundir.BEST}: it could not be written in full (a full " \
+           "disk, a quota or a file-size limit); the previous version of that file, if any, is intact." in result.stderr
+    assert not (run_dir / (rundir.BEST + ".tmp")).exists()
+
+
+def test_an_online_wandb_run_without_a_login_is_refused_before_work(cfg_factory, monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))              # no ~/.netrc
+    cfg = cfg_factory("logger=wandb", "logger.wandb.mode=online")
+    with pytest.raises(ConfigError, match=r"^logger.wandb.mode=online needs a W&B login \(wandb login, or "):
+        run(cfg)
