@@ -44,7 +44,8 @@ from flatmin.data import build_dataset, make_loaders, resolve_num_workers
 from flatmin.data.cifar import write_cifar10
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
-from flatmin.train.precision import LossScaler, autocast, resolve_device, resolve_precision
+from flatmin.train.precision import resolve_device, resolve_precision
+from flatmin.train.runtime import Runtime
 from flatmin.train.step import Stepper
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -81,16 +82,6 @@ def endless(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield from loader
 
 
-def on_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the trainer does to every batch before the step."""
-    inputs, targets = batch
-    inputs = inputs.to(device, non_blocking=True)
-    if channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return inputs, targets.to(device, non_blocking=True)
-
-
 #: Batches a DataLoader holds ready per worker (torch's default ``prefetch_factor``).
 PREFETCH_PER_WORKER = 2
 
@@ -103,26 +94,28 @@ class Configuration:
                  precision: str | None = None, optimizer: str | None = None) -> None:
         self.loader, self.precision, self.optimizer = loader, precision, optimizer
         self.device = device
+        runtime = Runtime(device, precision or "fp32", channels_last=args.channels_last)
+
+        def on_device(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return runtime.to_device(batch[0]), batch[1].to(device, non_blocking=True)   # as the trainer does
+
         self.batch_size = args.batch_size
         cfg = config(args, data_dir, "torch" if loader == "synthetic" else loader, optimizer or "sgd")
         if loader == "synthetic":
-            fixed = on_device((torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 10, (args.batch_size,))),
-                              device, args.channels_last)
+            fixed = on_device((torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 10, (args.batch_size,))))
             self.batches: Iterator = itertools.repeat(fixed)
         else:
             loaders = make_loaders(build_dataset(cfg.dataset), cfg.dataset, device, seed=0)
-            self.batches = (on_device(batch, device, args.channels_last) for batch in endless(loaders.train))
+            self.batches = (on_device(batch) for batch in endless(loaders.train))
         # A DataLoader's workers fill its queue while the other configurations run: each round first
         # drains twice that queue, so the timed steps see the loader's steady rate, not its backlog.
         self.drain = 2 * PREFETCH_PER_WORKER * args.workers if loader == "torch" else 0
         self.stepper = None
         if optimizer is not None:
             torch.manual_seed(0)
-            model = build_model(cfg.model).to(device)
-            if args.channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            model = runtime.prepare_model(build_model(cfg.model))
             self.stepper = Stepper(model, build_optimizer(cfg.optimizer, model), nn.CrossEntropyLoss(),
-                                   lambda: autocast(device, precision), LossScaler(device, precision == "fp16"))
+                                   runtime.autocast, runtime.loss_scaler())
         self.rates: list[float] = []
 
     def work(self) -> None:

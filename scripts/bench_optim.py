@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from flatmin.models import CifarResNet, SmallCNN
 from flatmin.optim import MultiPassOptimizer, build_optimizer
-from flatmin.train.precision import LossScaler, autocast, resolve_device, resolve_precision
+from flatmin.optim.registry import option_config
+from flatmin.train.precision import resolve_device, resolve_precision
+from flatmin.train.runtime import Runtime
 from flatmin.train.step import Stepper
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
@@ -100,13 +101,14 @@ class Contestant:
         self.model = build().to(device)
         self.inputs, self.targets = make_batch(batch, device)
         self.optimizer = self.build_optimizer(method)
-        self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision),
-                               LossScaler(device, precision == "fp16"))
+        runtime = Runtime(device, precision)
+        self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), runtime.autocast,
+                               runtime.loss_scaler())
         self.times: list[float] = []
         self.memory = StepMemory()
 
     def build_optimizer(self, method: str) -> torch.optim.Optimizer:
-        return build_optimizer(OmegaConf.load(CONF / f"{method}.yaml"), self.model)
+        return build_optimizer(option_config(method), self.model)
 
     def drive(self) -> None:
         self.stepper.step(self.inputs, self.targets)
@@ -164,7 +166,7 @@ class PeerSAM(Contestant):
     def build_optimizer(self, method: str) -> torch.optim.Optimizer:
         from pytorch_optimizer import SAM as PytorchOptimizerSAM
 
-        cfg = OmegaConf.load(CONF / "sam.yaml")
+        cfg = option_config("sam")
         return PytorchOptimizerSAM(self.model.parameters(), torch.optim.SGD, rho=cfg.rho, lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
 

@@ -206,17 +206,17 @@ def method_steps(method: str, precision: str, build: Callable[[], Any], inputs: 
     median ms per step, the peak device memory above the weights and batch, and in fp16 the forced
     overflow."""
     import torch
-    from omegaconf import OmegaConf
     from torch import nn
 
     from flatmin.optim import build_optimizer
+    from flatmin.optim.registry import option_config
     from flatmin.train.precision import LossScaler, autocast
     from flatmin.train.step import Stepper
 
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0   # the batch
     torch.manual_seed(0)
     model = build().to(device).to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(OmegaConf.load(CONF / "optimizer" / f"{method}.yaml"), model)
+    optimizer = build_optimizer(option_config(method), model)
     scaler = LossScaler(device, precision == "fp16")
     stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision), scaler)
     params = list(model.parameters())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from torch.optim import Optimizer
 from flatmin.checks import listing
 from flatmin.errors import ConfigError
 from flatmin.optim.lookahead import Lookahead
-from flatmin.optim.registry import METHODS
+from flatmin.optim.registry import COMMON_BLOCK, METHODS
 from flatmin.optim.schedules import HyperparameterSchedule
 
 BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -33,8 +32,6 @@ BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 #: Layers whose parameters are "normalization parameters" for ``perturb: norm | no_norm`` (SAM-ON).
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
-#: The shared block every optimizer config starts from.
-COMMON_BLOCK = Path(__file__).resolve().parents[2] / "conf" / "optimizer_common" / "base.yaml"
 
 
 @cache

@@ -17,15 +17,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from flatmin.optim.multipass import MultiPassOptimizer
 
 #: key → method class, filled as the method modules are imported.
 METHODS: dict[str, type[MultiPassOptimizer]] = {}
-#: Where the config options live (the source tree's ``conf/``).
+#: Where the config options live (the source tree's ``conf/``), and the block they all start from.
 OPTIONS_DIR = Path(__file__).resolve().parents[2] / "conf" / "optimizer"
+COMMON_BLOCK = OPTIONS_DIR.parent / "optimizer_common" / "base.yaml"
 
 
 def register(key: str, cls: type[MultiPassOptimizer]) -> None:
@@ -38,6 +39,14 @@ def register(key: str, cls: type[MultiPassOptimizer]) -> None:
 def options() -> dict[str, dict[str, Any]]:
     """Each config option's own settings (its YAML without the shared blocks), by option name."""
     return {path.stem: OmegaConf.to_container(OmegaConf.load(path)) for path in sorted(OPTIONS_DIR.glob("*.yaml"))}
+
+
+def option_config(option: str) -> DictConfig:
+    """A config option as Hydra composes it on its own: the shared block, then its own settings
+    (for scripts that build an optimizer without composing a whole run config)."""
+    own = OmegaConf.load(OPTIONS_DIR / f"{option}.yaml")
+    own.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.load(COMMON_BLOCK), own)
 
 
 def structural_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from flatmin.errors import CheckpointError, FlatminError
 from flatmin.models import build_model
 from flatmin.sharpness.measure import SharpnessOptions, measure_run
 from flatmin.rundir import load_checkpoint, write_json
-from flatmin.train.precision import resolve_device
+from flatmin.train.runtime import Runtime
 
 OPTION_HELP = {
     "samples": "training examples in the fixed subset",
@@ -69,7 +69,7 @@ def measure_checkpoint(path: Path, checkpoint: str = "last", device: str = "auto
         if value is not None:
             OmegaConf.update(cfg, f"trainer.sharpness_{name}", value, force_add=True)
     validate(cfg, prefix="trainer.sharpness_")
-    target = resolve_device(device)
+    target = Runtime.local(device).device
     model = build_model(cfg.model)
     try:
         model.load_state_dict(state["model"])

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.config import validate
 from flatmin.data import DataSplits, build_dataset, make_loaders
@@ -28,9 +27,9 @@ from flatmin.optim import build_hyper_schedule, build_optimizer
 from flatmin.sharpness import measure_run, select_parameters
 from flatmin import rundir
 from flatmin.rundir import flatten, load_checkpoint
-from flatmin.train.distributed import Replica, init_replica, replica_seed
+from flatmin.train.distributed import replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
-from flatmin.train.precision import resolve_device, resolve_precision
+from flatmin.train.runtime import Runtime
 from flatmin.train.preemption import RunInterrupted, StopControl
 from flatmin.train.schedulers import build_scheduler
 from flatmin.train.seeding import seed_everything
@@ -172,7 +171,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except FlatminError as error:
         refuse(cfg, error)
         raise
-    replica = init_replica(resolve_device(cfg.trainer.device).type)
+    runtime = Runtime.from_config(cfg.trainer)
+    replica = runtime.replica
     if checkpoint is not None and rundir.status(run_dir) == rundir.COMPLETED and not changes:
         log.info("%s has completed; nothing to do", run_dir)
         return rundir.read_summary(run_dir)
@@ -180,7 +180,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if replica.is_main:
             rundir.write_text(OmegaConf.to_yaml(config), run_dir / rundir.CONFIG)
         try:
-            return _train(cfg, run_dir, checkpoint, changes, config, replica)
+            return _train(cfg, run_dir, checkpoint, changes, config, runtime)
         except (DivergedError, SystemExit):       # diverged or interrupted: its summary is written
             raise
         except KeyboardInterrupt:                  # a second Ctrl-C: stopped at once
@@ -199,28 +199,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise
 
 
-def prepare_model(model: nn.Module, cfg: DictConfig, device: torch.device, replica: Replica) -> nn.Module:
-    """What the trainer runs forward: the model on its device (channels-last if asked), wrapped in
-    DDP across replicas and compiled with ``torch.compile`` when ``trainer.compile`` is set. The
-    optimizer holds the unwrapped model's parameters, which every wrapper shares."""
-    model = model.to(device)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if replica.distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.trainer.compile:
-        model = torch.compile(model, mode=cfg.trainer.compile_mode, backend=cfg.trainer.compile_backend)
-    return model
-
-
 def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, changes: dict[str, list[Any]],
-           config: dict[str, Any], replica: Replica) -> dict[str, Any]:
+           config: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    replica, device = runtime.replica, runtime.device
     seed_everything(replica_seed(cfg.seed, replica.rank), cfg.trainer.deterministic)
-    device = resolve_device(cfg.trainer.device)
-    if replica.distributed and device.type == "cuda":
-        device = torch.device("cuda", replica.local_rank)
-        torch.cuda.set_device(device)
-    precision = resolve_precision(cfg.trainer.precision, device)
     splits = build_dataset(cfg.dataset)
     if splits.label_noise is not None and replica.is_main:
         rundir.write_json(asdict(splits.label_noise), run_dir / rundir.LABEL_NOISE)
@@ -234,12 +216,12 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     if cfg.trainer.sharpness:
         select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
     optimizer = build_optimizer(cfg.optimizer, module.to(device))
-    model = prepare_model(module, cfg, device, replica)
+    model = runtime.prepare_model(module)
     steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
     hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs)
     log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
-             precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
+             runtime.precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)
 
     loggers = open_loggers(cfg, run_dir, config, checkpoint) if replica.is_main else Loggers([])
@@ -247,8 +229,8 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     stop.install()
     failed = True
     try:
-        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, device, precision,
-                          run_dir, loggers, config, Task.from_config(cfg.dataset), replica, stop)
+        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, runtime, run_dir, loggers,
+                          config, Task.from_config(cfg.dataset), stop)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, run_dir / rundir.LAST, changes)
             log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.global_step)

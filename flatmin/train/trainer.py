@@ -38,10 +38,10 @@ from flatmin import rundir
 from flatmin.errors import CheckpointError, DivergedError
 from flatmin.optim import HyperparameterSchedule
 from flatmin.rundir import load_checkpoint, save_checkpoint
-from flatmin.train.distributed import Replica, barrier, gather_objects, unwrap
+from flatmin.train.distributed import barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
-from flatmin.train.precision import LossScaler, autocast
 from flatmin.train.preemption import RunInterrupted, StopControl
+from flatmin.train.runtime import Runtime
 from flatmin.train.seeding import rng_state, set_rng_state
 from flatmin.train.step import Stepper
 
@@ -102,26 +102,25 @@ class Trainer:
     """
 
     def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                 hyper_schedule: HyperparameterSchedule, loaders: Loaders, device: torch.device, precision: str,
-                 run_dir: Path, loggers: Loggers, config: dict[str, Any], task: Task = CLASSIFICATION,
-                 replica: Replica = Replica(), stop: StopControl | None = None) -> None:
+                 hyper_schedule: HyperparameterSchedule, loaders: Loaders, runtime: Runtime, run_dir: Path,
+                 loggers: Loggers, config: dict[str, Any], task: Task = CLASSIFICATION,
+                 stop: StopControl | None = None) -> None:
         self.cfg = cfg
         self.model = model                  # what runs forward (maybe compiled and/or DDP-wrapped)
         self.module = unwrap(model)         # the user's module, for weights and checkpoints
-        self.replica = replica
+        self.runtime = runtime
+        self.replica = runtime.replica
+        self.device = runtime.device
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.hyper_schedule = hyper_schedule
         self.loaders = loaders
-        self.device = device
-        self.precision = precision
         self.run_dir = run_dir
         self.loggers = loggers
         self.config = config
         self.task = task
-        self.stepper = Stepper(model, optimizer, task.loss_fn(cfg.label_smoothing),
-                               lambda: autocast(device, precision), LossScaler(device, precision == "fp16"),
-                               cfg.accumulate_grad_batches, cfg.grad_clip_norm)
+        self.stepper = Stepper(model, optimizer, task.loss_fn(cfg.label_smoothing), runtime.autocast,
+                               runtime.loss_scaler(), cfg.accumulate_grad_batches, cfg.grad_clip_norm)
         self.micro_batches = micro_batches_per_epoch(len(loaders.train), cfg)
         self.epoch = 0
         self.global_step = 0
@@ -190,7 +189,7 @@ class Trainer:
                    desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=None if self.cfg.progress_bar else True,
                    leave=False, dynamic_ncols=True)
         for index, (inputs, targets) in enumerate(bar, start=progress.batches):
-            inputs, targets = self._to_device(inputs), targets.to(self.device, non_blocking=True)
+            inputs, targets = self.runtime.to_device(inputs), targets.to(self.device, non_blocking=True)
             group_start = index - index % self.cfg.accumulate_grad_batches
             group_size = min(self.cfg.accumulate_grad_batches, self.micro_batches - group_start)
             loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
@@ -258,8 +257,8 @@ class Trainer:
         predictions, targets = [], []
         for inputs, batch_targets in islice(loader, self.cfg.limit_eval_batches):
             batch_targets = batch_targets.to(self.device, non_blocking=True)
-            with autocast(self.device, self.precision):
-                outputs = self.model(self._to_device(inputs))
+            with self.runtime.autocast():
+                outputs = self.model(self.runtime.to_device(inputs))
             loss_sum += self.task.summed_loss(outputs, batch_targets).double()
             predictions.append(self.task.predict(outputs))
             targets.append(batch_targets)
@@ -286,17 +285,8 @@ class Trainer:
         and what it had logged (no test: the run has no final model)."""
         return {rundir.STATUS: status, rundir.ERROR: error, "epochs": self.epoch, "global_steps": self.global_step,
                 rundir.FINAL: self.last_record, rundir.BEST_VAL: self.best, rundir.RESUMES: self.resumes,
-                "device": str(self.device), "precision": self.precision}
+                "device": str(self.device), "precision": self.runtime.precision}
 
-
-    def _to_device(self, inputs: Tensor | dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
-        """Move a batch's inputs (a tensor, or a dict of them) to the device."""
-        if isinstance(inputs, dict):
-            return {key: value.to(self.device, non_blocking=True) for key, value in inputs.items()}
-        inputs = inputs.to(self.device, non_blocking=True)
-        if self.cfg.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
 
     def _train_metrics(self, loss_sum: float, correct: float, count: int) -> dict[str, float]:
         """Mean training loss, and accuracy for classification."""
@@ -354,7 +344,7 @@ class Trainer:
             "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
             "peak_memory_mb": memory,
             "device": str(self.device),
-            "precision": self.precision,
+            "precision": self.runtime.precision,
         }
 
     # -- checkpoints -------------------------------------------------------------------------
