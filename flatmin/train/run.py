@@ -88,17 +88,18 @@ def run_directory(cfg: DictConfig) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def plan_run(cfg: DictConfig) -> tuple[Path, Path | None]:
+def plan_run(cfg: DictConfig, guard: bool = True) -> tuple[Path, Path | None]:
     """The run directory and the checkpoint to continue from, as ``trainer.resume`` asks.
 
     ``null``: a new run in Hydra's directory, which must not hold one. ``auto``: that directory's
     own ``last.pt`` when there is one, else a new run there (said in the log). A checkpoint file or
     a run directory: that run, continued in its own directory. Nothing but a resume of a run writes
-    into its directory.
+    into its directory (checked by the main replica, ``guard``: the others start after it has
+    begun writing there).
     """
     run_dir, resume = run_directory(cfg), cfg.trainer.resume
     if resume is None:
-        if rundir.holds_run(run_dir):
+        if guard and rundir.holds_run(run_dir):
             raise rundir.RunDirError(
                 f"{run_dir} already holds a run (status {rundir.status(run_dir)}); continue it with "
                 "trainer.resume=auto, or give this run another directory.")
@@ -163,7 +164,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.logger.get("wandb") and (missing := wandb_login_missing(cfg.logger.wandb)):
             raise ConfigError(missing)
         apply_pass_budget(cfg)
-        run_dir, checkpoint_path = plan_run(cfg)
+        runtime = Runtime.from_config(cfg.trainer)
+        run_dir, checkpoint_path = plan_run(cfg, guard=runtime.replica.is_main)
         config = OmegaConf.to_container(cfg, resolve=True)
         checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
         changes = changes_on_resume(checkpoint["config"], config, list(cfg.trainer.resume_accept),
@@ -171,7 +173,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except FlatminError as error:
         refuse(cfg, error)
         raise
-    runtime = Runtime.from_config(cfg.trainer)
     replica = runtime.replica
     if checkpoint is not None and rundir.status(run_dir) == rundir.COMPLETED and not changes:
         log.info("%s has completed; nothing to do", run_dir)

@@ -73,6 +73,6 @@ def test_a_real_sweep_end_to_end(tmp_path: Path):
         traces = [summaries[job]["sharpness"]["trace"] for job in jobs]
         row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {method} · digits · small_cnn"))
         assert f"{sum(traces) / 2:.4g} ± " in row and row.count("(n=2)") == 10
-    assert "4 run directories under" in result.stdout and "4 completed, 0 failed, 0 unfinished." in result.stdout
+    assert "4 run directories under" in result.stdout and "4 completed, 0 failed, 0 diverged, 0 interrupted, 0 unfinished." in result.stdout
     for name in ("report.md", "no_experiment_curves.png", "no_experiment_sharpness.png"):
         assert (out / name).stat().st_size > 0

@@ -27,7 +27,7 @@ def report(synthetic_runs: Path):
 
 def test_markdown_shows_the_numbers_in_the_papers_layout(report):
     text = markdown(*report)
-    assert "13 run directories under" in text and "11 completed, 1 failed, 1 unfinished." in text
+    assert "13 run directories under" in text and "11 completed, 1 failed, 0 diverged, 0 interrupted, 1 unfinished." in text
     header = "|  | C10 SAM | paper | Δ | C10 SGD | paper | Δ | C100 SAM | paper | Δ | C100 SGD | paper | Δ |"
     assert header in text
     assert f"| {BASIC} · optimizer.rho=0.05 | 3.00 ± 0.20 [2.50, 3.50] (n=3) | 2.70 | +0.30 |" in text
@@ -39,7 +39,7 @@ def test_markdown_shows_the_numbers_in_the_papers_layout(report):
                     "PyramidNet · basic", "PyramidNet+ShakeDrop · basic"]
     assert "- Published: mean of 5 runs" in text
     assert "| sgd · digits · small_cnn | 95.00 ± 1.41 [82.29, 107.71] (n=2) |" not in text  # best-val model differs
-    assert "| sgd | 96.00 ± 1.41 [83.29, 108.71] (n=2) |" in text
+    assert "| sgd | 96.00 ± 1.41 [83.29, 100.00] (n=2) |" in text
     assert ("| 5.5 ± 0.7071 [-0.8531, 11.85] (n=2) | 0.15 ± 0.07071 [-0.4853, 0.7853] (n=2) "
             "| 105 ± 7.071 [41.47, 168.5] (n=2) |") in text
 

@@ -49,7 +49,7 @@ def test_unreadable_files_make_a_run_unfinished_with_the_reason(tmp_path: Path, 
     assert read_run(broken).status == "unfinished"
     assert read_run(broken).error == "summary.json cannot be read (JSONDecodeError)"
     odd = write_run(tmp_path / "odd", base_config, {}, None, {"status": "running"})
-    assert read_run(odd).error == "summary.json has status 'running'"
+    assert read_run(odd).error == "summary.json has status 'running' and no error"
 
 
 def test_bad_paths_are_one_sentence(tmp_path: Path):

@@ -65,6 +65,7 @@ def test_resuming_from_a_corrupt_checkpoint_exits_with_the_sentence(tmp_path: Pa
 def test_a_checkpoint_of_another_model_is_refused_clearly(cfg_factory):
     first = cfg_factory("trainer.epochs=1")
     run(first)
-    other = cfg_factory("trainer.epochs=2", "model.widths=[8,8,8]", f"trainer.resume={first.paths.output_dir}")
+    other = cfg_factory("trainer.epochs=2", "model.widths=[8,8,8]", f"trainer.resume={first.paths.output_dir}",
+                        "trainer.resume_accept=[model.widths]")          # accepted, the weights still do not fit
     with pytest.raises(CheckpointError, match="does not fit this model and optimizer"):
         run(other)

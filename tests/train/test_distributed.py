@@ -144,5 +144,5 @@ def test_torchrun_shares_one_run_dir_written_by_rank_zero(tmp_path: Path):
     log = (run_dir / "train.log").read_text()
     assert "replica 1 of 2" in log and "replica 2 of 2" not in log
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [".hydra", "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "summary.json", "train.log"])
+        [".hydra", ".lock", "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "summary.json", "train.log"])
     assert len(torch.load(run_dir / "last.pt", weights_only=True)["rng"]) == 2   # every replica's generators
