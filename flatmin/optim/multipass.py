@@ -211,10 +211,15 @@ class MultiPassOptimizer(Optimizer):
                                 else entry.options[radius])
             torch._foreach_add_(entry.params, grads)
 
-    def base_step(self) -> None:
-        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip."""
+    def base_step(self) -> bool:
+        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip.
+
+        Returns whether it ran, so that what a method does after the base step (WSAM's decoupled
+        update) is skipped with it (``optimizers-more.md``, "Other contract points")."""
         if self.base_step_gate is None or self.base_step_gate():
             self.base_optimizer.step()
+            return True
+        return False
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from flatmin.train.checkpoint import load_checkpoint, write_json
 from flatmin.train.distributed import Replica, init_replica, replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger
 from flatmin.train.precision import resolve_device, resolve_precision
-from flatmin.train.schedulers import build_scheduler
+from flatmin.train.schedulers import build_scheduler, final_lr_factor
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer, optimizer_steps_per_epoch
 
@@ -152,7 +152,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict[str, Any], replica: Repl
     model = prepare_model(module, cfg, device, replica)
     steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
-    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs)
+    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs,
+                                          final_lr_factor(cfg.scheduler, steps_per_epoch, cfg.trainer.epochs))
     log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
              precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)
