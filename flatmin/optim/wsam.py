@@ -1,7 +1,8 @@
 """WSAM: Weighted SAM, sharpness as a regularization term (Yue et al., KDD 2023).
 
 WSAM minimises ``L + alpha·(L_p − L)``, the loss plus ``alpha = gamma/(1−gamma)`` times SAM's
-sharpness ``L_p − L`` (``L_p`` the loss at the worst point of the rho-ball); ``gamma = 1/2`` is SAM.
+sharpness ``L_p − L`` (``L_p`` the loss at the worst point of the rho-ball; the paper's weighted
+objective, arXiv 2305.15817, whose equation numbers were not read here); ``gamma = 1/2`` is SAM.
 With ``g`` at θ and ``g_s`` at ``θ+e`` (``optimizers-more.md`` §3):
 
     e = rho · S²⊙g / (‖S⊙g‖ + ξ)                   (from the unclipped g)
@@ -54,7 +55,8 @@ class WSAM(MultiPassOptimizer, key="wsam"):
     Where flatmin differs from the release, and why:
 
     * ``max_norm`` defaults to None (the release: 1.0): in flatmin clipping is otherwise the
-      trainer's (``trainer.grad_clip_norm``, on the final G); ``max_norm=1.0`` reproduces the release.
+      trainer's (``trainer.grad_clip_norm``, on the final G, which decoupled is g alone: the
+      decoupled term is not clipped by it); ``max_norm=1.0`` reproduces the release.
     * θ is restored by copying it back (the release subtracts ``e``), as the common contract requires.
     * BatchNorm statistics come from the first pass, by the trainer (the release sets BN momentum
       to 0 for the second pass; the same statistics).

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import GAM, NSO, SAM, TRACER, Lookahead
+from flatmin.optim import GAM, GSAM, NSO, SAM, TRACER, WSAM, Lookahead
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -123,6 +123,12 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
                                              lam=0.5, distribution="laplace", **SGD_KWARGS), 3),
     "sgd_tracer": (lambda params: TRACER(params, torch.optim.SGD, **SGD_KWARGS), 2),
     "adam_tracer": (lambda params: TRACER(params, torch.optim.Adam, lam=0.5, lr=1e-3), 2),
+    "gsam": (lambda params: GSAM(params, torch.optim.SGD, rho=0.1, **SGD_KWARGS), 2),
+    "gsam_adaptive_min_f": (lambda params: GSAM(params, torch.optim.SGD, rho=0.5, adaptive=True, minimize_fp=False,
+                                                **SGD_KWARGS), 2),
+    "wsam": (lambda params: WSAM(params, torch.optim.SGD, rho=0.1, **SGD_KWARGS), 2),
+    "wsam_coupled_clipped": (lambda params: WSAM(params, torch.optim.SGD, rho=0.1, decouple=False, max_norm=0.1,
+                                                 **SGD_KWARGS), 2),
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
 }
