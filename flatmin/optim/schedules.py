@@ -23,7 +23,9 @@ juntang-zhuang/GSAM@a770275 ``gsam/scheduler.py`` ``ProportionScheduler``; big_v
 group's learning rate, from ``value`` at ``lr_0`` (the group's initial LR) to ``floor`` at
 ``lr_min`` (where the LR schedule ends: ``min_lr_factor · lr_0`` for cosine), and is ``value``
 when ``lr_0 == lr_min``. The floor of ``rho`` is ``optimizer.rho_min`` (GSAM's rho_min), 0 by
-default; with floor 0 and ``lr_min = 0`` this is ``value · lr_t / lr_0``, bit for bit.
+default; with floor 0 and ``lr_min = 0`` this is ``value · lr_t / lr_0``, bit for bit. As in both
+releases the line is not clamped: during a warmup whose LR starts below ``lr_min`` the value is
+below ``floor`` (below 0 when the floor is 0, for the first few steps).
 """
 
 from __future__ import annotations
