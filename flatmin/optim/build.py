@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
-from flatmin.checks import listing
+from flatmin.checks import NON_NEGATIVE, listing
 from flatmin.errors import ConfigError
 from flatmin.optim.lookahead import Lookahead
 from flatmin.optim.registry import COMMON_BLOCK, METHODS
@@ -50,7 +50,8 @@ def timm_optimizers() -> frozenset[str]:
 
 def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` for a method or base that does not exist, a key the method does
-    not declare (written with ``+`` or not), or a hyperparameter its declaration rejects."""
+    not declare (written with ``+`` or not), a hyperparameter its declaration rejects, or a
+    ``rho_min`` that would have no effect or is out of range (:func:`check_rho_min`)."""
     method = cfg.get("method")
     if method is not None and method not in METHODS:
         raise ConfigError(f"optimizer.method must be null or one of {listing(METHODS)} (got {method!r}).")
@@ -67,6 +68,7 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
     for key, hyper in declared.items():
         if key in cfg and not hyper.check(cfg[key]):
             raise ConfigError(f"optimizer.{key} must be {hyper.check.requirement} (got {cfg[key]!r}).")
+    check_rho_min(cfg)
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
@@ -145,10 +147,17 @@ def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module) -> Op
     return optimizer
 
 
-def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int) -> HyperparameterSchedule:
+def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int,
+                         final_lr_factor: float = 0.0) -> HyperparameterSchedule:
     """The schedule of ``cfg.schedules`` (absent or empty: nothing scheduled) over ``total_steps``
     optimizer steps. Only the hyperparameters the method declares schedulable can be scheduled
-    (``lr`` is the LR scheduler's); another key is a ``ConfigError``."""
+    (``lr`` is the LR scheduler's); another key is a ``ConfigError``.
+
+    ``rho: proportional_to_lr`` goes from ``cfg.rho`` at the initial LR to ``cfg.rho_min`` (a
+    shared key, 0 by default: GSAM's rho_min) at the LR the schedule ends at, ``final_lr_factor``
+    times the initial one (the trainer passes its LR schedule's; 0 when not told). A ``rho_min``
+    that would have no effect (rho not scheduled so), is negative, or exceeds ``rho`` (GSAM's
+    release asserts rho_max >= rho_min) is a ``ConfigError``."""
     kinds = dict(cfg.get("schedules") or {})
     method = METHODS.get(cfg.get("method"))
     schedulable = [key for key, hyper in (method.hyperparameters if method else {}).items() if hyper.schedulable]
@@ -158,4 +167,27 @@ def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int
                               f"that can be scheduled (those are: {', '.join(schedulable) or 'none'}).")
         if kind == "exp" and cfg[key] <= 0:
             raise ConfigError(f"optimizer.schedules.{key} is exp, which needs optimizer.{key} > 0 (got {cfg[key]!r}).")
-    return HyperparameterSchedule(optimizer, kinds, total_steps)
+    rho_min = check_rho_min(cfg)
+    floors = {"rho": rho_min} if rho_min else {}
+    return HyperparameterSchedule(optimizer, kinds, total_steps, floors, final_lr_factor)
+
+
+def check_rho_min(cfg: Mapping[str, Any]) -> float:
+    """``cfg.rho_min`` (0 when absent), or a :class:`ConfigError` if it would have no effect (rho not
+    scheduled ``proportional_to_lr``), is negative, or exceeds ``rho`` (GSAM's release asserts
+    ``rho_max >= rho_min``, juntang-zhuang/GSAM@a770275 ``gsam/scheduler.py``)."""
+    rho_min = cfg.get("rho_min", 0.0)
+    rho_min = 0.0 if rho_min is None else rho_min
+    kind = (cfg.get("schedules") or {}).get("rho")
+    if kind == "proportional_to_lr":
+        if not NON_NEGATIVE(rho_min):
+            raise ConfigError(f"optimizer.rho_min must be {NON_NEGATIVE.requirement} (got {rho_min!r}).")
+        rho = cfg.get("rho")
+        if rho is not None and rho_min > rho:
+            raise ConfigError(f"optimizer.rho_min ({rho_min!r}) must not exceed optimizer.rho ({rho!r}), "
+                              "its value at the initial learning rate.")
+    elif rho_min != 0:
+        raise ConfigError(f"optimizer.rho_min ({rho_min!r}) is where optimizer.schedules.rho=proportional_to_lr "
+                          f"ends, and optimizer {cfg.get('name')!r} does not schedule rho so "
+                          f"(schedules.rho: {kind or 'none'}); set rho_min to 0 or schedule rho proportional_to_lr.")
+    return rho_min

@@ -220,8 +220,11 @@ class MultiPassOptimizer(Optimizer):
             torch._foreach_add_(entry.params, grads)
 
     def base_step(self) -> bool:
-        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip;
-        returns whether it ran (a method's state that must follow only taken steps, LookSAM's)."""
+        """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip.
+
+        Returns whether it ran, so that what a method does after the base step (WSAM's decoupled
+        update, LookSAM's state) follows only taken steps (``optimizers-more.md``, "Other contract
+        points")."""
         ran = self.base_step_gate is None or bool(self.base_step_gate())
         if ran:
             self.base_optimizer.step()

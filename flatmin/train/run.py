@@ -31,7 +31,7 @@ from flatmin.train.distributed import replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
 from flatmin.train.runtime import Runtime
 from flatmin.train.preemption import RunInterrupted, StopControl
-from flatmin.train.schedulers import build_scheduler
+from flatmin.train.schedulers import build_scheduler, final_lr_factor
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer, optimizer_steps_per_epoch
 
@@ -220,7 +220,8 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     model = runtime.prepare_model(module)
     steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
-    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs)
+    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs,
+                                          final_lr_factor(cfg.scheduler, steps_per_epoch, cfg.trainer.epochs))
     log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
              runtime.precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)

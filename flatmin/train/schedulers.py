@@ -38,6 +38,13 @@ def lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> Callable[[i
     return factor
 
 
+def final_lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> float:
+    """Where the schedule ends, as a multiple of the initial learning rate: its factor after the
+    last optimizer step (cosine: exactly ``min_lr_factor``; constant: 1). A hyperparameter scheduled
+    ``proportional_to_lr`` reaches its floor there (GSAM's ``lr_min``, ``flatmin/optim/schedules.py``)."""
+    return lr_factor(cfg, steps_per_epoch, epochs)(epochs * steps_per_epoch)
+
+
 def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
     """A per-step ``LambdaLR`` for the ``scheduler`` config group (cosine, step or constant)."""
     return LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, epochs))

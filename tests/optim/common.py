@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import GAM, MSAM, NSO, SAM, TRACER, Lookahead, LookSAM
+from flatmin.optim import GAM, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, WSAM
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -127,6 +127,12 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "looksam": (lambda params: LookSAM(params, torch.optim.SGD, rho=0.05, k=2, **SGD_KWARGS), 2),
     "msam": (lambda params: MSAM(params, torch.optim.SGD, rho=0.3, **SGD_KWARGS), 1),
     "adamw_msam": (lambda params: MSAM(params, torch.optim.AdamW, rho=1.0, lr=1e-3, weight_decay=0.1), 1),
+    "gsam": (lambda params: GSAM(params, torch.optim.SGD, rho=0.1, **SGD_KWARGS), 2),
+    "gsam_adaptive_min_f": (lambda params: GSAM(params, torch.optim.SGD, rho=0.5, adaptive=True, minimize_fp=False,
+                                                **SGD_KWARGS), 2),
+    "wsam": (lambda params: WSAM(params, torch.optim.SGD, rho=0.1, **SGD_KWARGS), 2),
+    "wsam_coupled_clipped": (lambda params: WSAM(params, torch.optim.SGD, rho=0.1, decouple=False, max_norm=0.1,
+                                                 **SGD_KWARGS), 2),
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
 }

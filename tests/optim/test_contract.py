@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import MSAM, NSO, SAM, TRACER, MultiPassOptimizer
+from flatmin.optim import GSAM, MSAM, MultiPassOptimizer, NSO, SAM, TRACER, WSAM
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
                                 train)
@@ -265,6 +265,11 @@ DEGENERATE = {
     "nso_sigma0": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "nso_sigma0_k2_one_sided": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, num_perturbs=2, two_sided=False,
                                               **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "wsam_gamma0": (lambda p: WSAM(p, torch.optim.SGD, gamma=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "wsam_gamma0_coupled": (lambda p: WSAM(p, torch.optim.SGD, gamma=0.0, decouple=False, **SGD_KWARGS),
+                            torch.optim.SGD, SGD_KWARGS),
+    "gsam_min_f_alpha0": (lambda p: GSAM(p, torch.optim.SGD, alpha=0.0, minimize_fp=False, **SGD_KWARGS),
+                          torch.optim.SGD, SGD_KWARGS),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import GAM, MSAM, NSO, SAM, TRACER, param_groups
+from flatmin.optim import GAM, GSAM, MSAM, NSO, SAM, TRACER, WSAM, param_groups
 from tests.optim.common import (SGD_KWARGS, assert_params_equal, closure_for, convnet, grad, image_batches,
                                 norm, parameters, sgd_step, stepper_for)
 
@@ -57,6 +57,10 @@ NOTHING_PERTURBED = {
     "nso": lambda groups: NSO(groups, torch.optim.SGD, sigma=0.1, **SGD_KWARGS),
     "tracer": lambda groups: TRACER(groups, torch.optim.SGD, **SGD_KWARGS),
     "msam": lambda groups: MSAM(groups, torch.optim.SGD, rho=0.5, **SGD_KWARGS),
+    "gsam": lambda groups: GSAM(groups, torch.optim.SGD, rho=0.5, **SGD_KWARGS),
+    "gsam_min_f": lambda groups: GSAM(groups, torch.optim.SGD, rho=0.5, minimize_fp=False, **SGD_KWARGS),
+    "wsam": lambda groups: WSAM(groups, torch.optim.SGD, rho=0.5, **SGD_KWARGS),
+    "wsam_coupled": lambda groups: WSAM(groups, torch.optim.SGD, rho=0.5, decouple=False, **SGD_KWARGS),
 }
 
 
