@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import NSO, SAM, TRACER, MultiPassOptimizer
+from flatmin.optim import GNP, NSO, SAM, TRACER, FriendlySAM, MultiPassOptimizer, VaSSO
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
                                 train)
@@ -255,6 +255,10 @@ DEGENERATE = {
     "nso_sigma0": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
     "nso_sigma0_k2_one_sided": (lambda p: NSO(p, torch.optim.SGD, sigma=0.0, num_perturbs=2, two_sided=False,
                                               **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "gnp_alpha0": (lambda p: GNP(p, torch.optim.SGD, alpha=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "friendly_sam_rho0": (lambda p: FriendlySAM(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD,
+                          SGD_KWARGS),
+    "vasso_rho0": (lambda p: VaSSO(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
 }
 
 

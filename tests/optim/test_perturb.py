@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import GAM, NSO, SAM, TRACER, param_groups
+from flatmin.optim import GAM, GNP, NSO, SAM, TRACER, FriendlySAM, VaSSO, param_groups
 from tests.optim.common import (SGD_KWARGS, assert_params_equal, closure_for, convnet, grad, image_batches,
                                 norm, parameters, sgd_step, stepper_for)
 
@@ -56,6 +56,9 @@ NOTHING_PERTURBED = {
     "gam": lambda groups: GAM(groups, torch.optim.SGD, **SGD_KWARGS),
     "nso": lambda groups: NSO(groups, torch.optim.SGD, sigma=0.1, **SGD_KWARGS),
     "tracer": lambda groups: TRACER(groups, torch.optim.SGD, **SGD_KWARGS),
+    "gnp": lambda groups: GNP(groups, torch.optim.SGD, **SGD_KWARGS),
+    "friendly_sam": lambda groups: FriendlySAM(groups, torch.optim.SGD, rho=0.2, **SGD_KWARGS),
+    "vasso": lambda groups: VaSSO(groups, torch.optim.SGD, rho=0.2, **SGD_KWARGS),
 }
 
 
