@@ -2,8 +2,9 @@
 finite-difference gradient regularisation of Karakida et al. (ICML 2023, arXiv 2210.02720).
 
 GNP minimises ``L + λ‖∇L‖``. The penalty's gradient ``λ·H∇L/‖∇L‖`` is a Hessian-vector product,
-taken by a finite difference along the normalised gradient (the release's README, whose last line
-is the paper's update; ``optimizers-more.md`` §4):
+taken by a finite difference of step r (``rho``) along the normalised gradient, which turns the
+update into a mix of two gradients (the paper's update as its release's README writes it;
+``optimizers-more.md`` §4):
 
     g  = ∇L_B(θ)
     e  = rho · g/(‖g‖ + ξ)          (normalize=True)        e = rho · g   (normalize=False)
@@ -32,10 +33,14 @@ here, transcribed). Where flatmin differs, and why:
   ``trainer.grad_clip_norm`` is set (then on the same final G).
 * ``r > 0`` is required for GNP there (otherwise one plain pass: no B-GR); flatmin always takes
   the two passes.
-* BatchNorm state comes from the first pass in both.
-* Its GR warm-up (``gr_warmup_strategy``: r, lambda or zero; the 2024 paper) is a schedule of rho or
-  alpha here (``optimizer.schedules``); zero warm-up is alpha 0 for the warm-up epochs. Its hybrid
-  training (a GNP step with probability p, else a plain one) is not offered.
+* BatchNorm state comes from the first pass in both; the perturbation is per replica in both
+  (its ``gnp.sync_perturbations`` default false).
+* Its GR warm-up (``gr_warmup_strategy``, the 2024 paper; ``utli.generate_warmup_fn``) ramps r
+  ("r") or alpha ("lambda") linearly from 0 over the LR warm-up epochs, then holds it; "zero" takes
+  plain steps for those epochs, which is alpha = 0 then. Both are schedules of rho or alpha, but
+  not of the kinds ``optimizer.schedules`` has today (``linear`` ramps over the whole run,
+  ``proportional_to_lr`` also follows the LR's decay): not offered yet. Nor is its hybrid training
+  (a GNP step with probability p, else a plain one).
 * The mix and the normalisation of c run over every tensor with a gradient; e and its norm only
   over the groups that may be perturbed (``perturb``), the release's whole tree when all are.
 

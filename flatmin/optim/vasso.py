@@ -36,9 +36,9 @@ EPS = 1e-7
 class VaSSO(MultiPassOptimizer, key="vasso"):
     """VaSSO over any base optimizer.
 
-    Defaults: rho 0.05 (SAM's); theta 0.4, the value this API was specified with. The release
-    trains with theta 0.9 (its ``configs/defaulf_cfg.py`` and ``train.sh``, CIFAR-100 WRN-28-10 with
-    rho 0.2), which ``conf/optimizer/vasso.yaml`` uses. Only groups with ``perturb`` true move and
+    Defaults: rho 0.05 (the release's and SAM's); theta 0.4, the value this API was specified with.
+    The release trains with theta 0.9 (its ``configs/defaulf_cfg.py`` default and ``train.sh``,
+    CIFAR-100 WRN-28-10 with rho 0.2), which ``conf/optimizer/vasso.yaml`` uses. Only groups with ``perturb`` true move and
     keep a d, and ‖d‖ is over them. Gradient accumulation: d takes in each micro-batch's gradient.
     Returns the loss of the first pass (at θ).
     """
@@ -66,16 +66,21 @@ class VaSSO(MultiPassOptimizer, key="vasso"):
         return loss
 
     def _update_average(self, moved: ActiveParams) -> None:
-        """Fold g into d, the release's way: ``d·(1−theta)``, then ``+ theta·g``."""
-        finite = torch.isfinite(global_norm(moved.grads))      # False after an fp16 overflow in pass 1
+        """``d ← (1−theta)·d + theta·g``, computed in the release's order; the first d is g.
+
+        A gradient that is not finite (an fp16 overflow in pass 1, whose base step will be skipped)
+        must not enter d. Whether it is finite is known on the device only, so d is chosen with
+        ``torch.where``: an ``if`` would make the host wait for the device.
+        """
+        finite = torch.isfinite(global_norm(moved.grads))
         for entry in moved:
             theta = entry.options["theta"]
             states = [self._state(p) for p in entry.params]
             averaged = torch._foreach_mul([state["d"] for state in states], 1 - theta)
             torch._foreach_add_(averaged, entry.grads, alpha=theta)
             for state, new, grad in zip(states, averaged, entry.grads):
-                torch.where(state["count"] > 0, new, grad, out=new)        # the first d is g
-                torch.where(finite, new, state["d"], out=state["d"])       # decided on the device
+                torch.where(state["count"] > 0, new, grad, out=new)        # the first d is g itself
+                torch.where(finite, new, state["d"], out=state["d"])       # else d stays as it was
                 state["count"].add_(finite)
 
     def _ascend_along_average(self, moved: ActiveParams) -> None:

@@ -92,6 +92,10 @@ RESUMABLE = {
     "nso-sigma-schedule": ("optimizer=nso", "optimizer.sigma=0.05", "optimizer.schedules.sigma=linear"),
     "sgd_tracer": ("optimizer=sgd_tracer",),
     "adam_tracer": ("optimizer=adam_tracer",),
+    "gnp": ("optimizer=gnp", "optimizer.normalize_clean=true"),
+    "fd_gr": ("optimizer=fd_gr",),
+    "friendly_sam": ("optimizer=friendly_sam",),
+    "vasso": ("optimizer=vasso",),
     "lookahead-sam": ("optimizer=sam", "optimizer.lookahead.enabled=true", "optimizer.lookahead.k=3"),
     "sgd-test-every-epoch": ("optimizer=sgd", "trainer.test_every_epoch=true", "model.dropout=0.2"),
 }
