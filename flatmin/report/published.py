@@ -263,6 +263,29 @@ TRACER_LABEL_NOISE_CIFAR = PaperTable(
     notes=("Protocol and numbers: not available here; this is the nearest standard protocol.",),
 )
 
+# -- F-SAM: Li et al., CVPR 2024 -------------------------------------------------------------------
+_FSAM_ROWS = (  # label, run settings, published final test accuracy (%)
+    ("SGD", {"method": "sgd"}, None),
+    ("SAM (rho 0.2)", {"method": "sam", "optimizer.rho": 0.2}, 80.78),
+    ("F-SAM (rho 0.2, sigma 1, lmbda 0.6)",
+     {"method": "friendly_sam", "optimizer.rho": 0.2, "optimizer.sigma": 1.0, "optimizer.lmbda": 0.6}, 81.19),
+    ("F-SAM (rho 0.2, sigma 1, lmbda 0.95)",
+     {"method": "friendly_sam", "optimizer.rho": 0.2, "optimizer.sigma": 1.0, "optimizer.lmbda": 0.95}, 81.32),
+)
+FSAM_CIFAR100 = PaperTable(
+    experiment="fsam_cifar100",
+    title="F-SAM (Li et al., CVPR 2024), CIFAR-100 ResNet-18, the release's logs",
+    metric=accuracy_percent("last"),
+    rows=tuple(Heading(label, match) for label, match, _ in _FSAM_ROWS),
+    columns=(Heading("CIFAR-100", {"dataset": "cifar100", "model": "resnet18"}),),
+    published={(label, "CIFAR-100"): number for label, _, number in _FSAM_ROWS if number is not None},
+    notes=("Published: one run each (seed 1), the final epoch's test accuracy, read from the release's logs "
+           "(nblt/F-SAM@2e2f989 results/{FriendlySAM,SAM}/CIFAR100/resnet18/*/log; their best epochs on test: "
+           "81.38, 81.43, 80.88). No SGD run is in the release.",
+           "The release trains on all 50,000 images and applies cutout to half of them; this experiment holds "
+           "out 10% for validation and cuts out every image (conf/experiment/fsam_cifar100.yaml)."),
+)
+
 PAPER_TABLES: tuple[PaperTable, ...] = (SAM_CIFAR_WRN28, SAM_CIFAR_WRN16, GAM_CIFAR, GAM_CIFAR_BEST_ON_TEST,
                                         NSO_FINETUNE, NSO_LAMBDA_MAX, NSO_TRACE, NSO_GLUE_MRPC,
-                                        TRACER_LABEL_NOISE_CIFAR, TRACER_GLUE)
+                                        TRACER_LABEL_NOISE_CIFAR, TRACER_GLUE, FSAM_CIFAR100)

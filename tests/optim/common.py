@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import GAM, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, WSAM
+from flatmin.optim import FriendlySAM, GAM, GNP, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, VaSSO, WSAM
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -133,6 +133,12 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "wsam": (lambda params: WSAM(params, torch.optim.SGD, rho=0.1, **SGD_KWARGS), 2),
     "wsam_coupled_clipped": (lambda params: WSAM(params, torch.optim.SGD, rho=0.1, decouple=False, max_norm=0.1,
                                                  **SGD_KWARGS), 2),
+    "gnp": (lambda params: GNP(params, torch.optim.SGD, **SGD_KWARGS), 2),
+    "gnp_clean_normalized": (lambda params: GNP(params, torch.optim.SGD, normalize_clean=True, **SGD_KWARGS), 2),
+    "b_gr": (lambda params: GNP(params, torch.optim.SGD, rho=-0.05, alpha=-0.2, normalize=False, **SGD_KWARGS), 2),
+    "friendly_sam": (lambda params: FriendlySAM(params, torch.optim.SGD, rho=0.2, sigma=0.5, **SGD_KWARGS), 2),
+    "friendly_sam_adaptive": (lambda params: FriendlySAM(params, torch.optim.Adam, rho=0.5, adaptive=True, lr=1e-3), 2),
+    "vasso": (lambda params: VaSSO(params, torch.optim.SGD, rho=0.1, theta=0.4, **SGD_KWARGS), 2),
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
 }

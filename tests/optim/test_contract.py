@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import GSAM, MSAM, MultiPassOptimizer, NSO, SAM, TRACER, WSAM
+from flatmin.optim import FriendlySAM, GNP, GSAM, MSAM, MultiPassOptimizer, NSO, SAM, TRACER, VaSSO, WSAM
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
                                 train)
@@ -270,6 +270,10 @@ DEGENERATE = {
                             torch.optim.SGD, SGD_KWARGS),
     "gsam_min_f_alpha0": (lambda p: GSAM(p, torch.optim.SGD, alpha=0.0, minimize_fp=False, **SGD_KWARGS),
                           torch.optim.SGD, SGD_KWARGS),
+    "gnp_alpha0": (lambda p: GNP(p, torch.optim.SGD, alpha=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
+    "friendly_sam_rho0": (lambda p: FriendlySAM(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD,
+                          SGD_KWARGS),
+    "vasso_rho0": (lambda p: VaSSO(p, torch.optim.SGD, rho=0.0, **SGD_KWARGS), torch.optim.SGD, SGD_KWARGS),
 }
 
 

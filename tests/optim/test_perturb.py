@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import GAM, GSAM, MSAM, NSO, SAM, TRACER, WSAM, param_groups
+from flatmin.optim import FriendlySAM, GAM, GNP, GSAM, MSAM, NSO, SAM, TRACER, VaSSO, WSAM, param_groups
 from tests.optim.common import (SGD_KWARGS, assert_params_equal, closure_for, convnet, grad, image_batches,
                                 norm, parameters, sgd_step, stepper_for)
 
@@ -61,6 +61,9 @@ NOTHING_PERTURBED = {
     "gsam_min_f": lambda groups: GSAM(groups, torch.optim.SGD, rho=0.5, minimize_fp=False, **SGD_KWARGS),
     "wsam": lambda groups: WSAM(groups, torch.optim.SGD, rho=0.5, **SGD_KWARGS),
     "wsam_coupled": lambda groups: WSAM(groups, torch.optim.SGD, rho=0.5, decouple=False, **SGD_KWARGS),
+    "gnp": lambda groups: GNP(groups, torch.optim.SGD, **SGD_KWARGS),
+    "friendly_sam": lambda groups: FriendlySAM(groups, torch.optim.SGD, rho=0.2, **SGD_KWARGS),
+    "vasso": lambda groups: VaSSO(groups, torch.optim.SGD, rho=0.2, **SGD_KWARGS),
 }
 
 

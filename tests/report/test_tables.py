@@ -113,7 +113,7 @@ def test_the_best_epoch_on_test_is_shown_only_when_asked(gam_runs: Path):
 def test_published_tables_cover_the_experiments_and_only_known_cells():
     experiments = {table.experiment for table in PAPER_TABLES}
     assert experiments == {"sam_cifar_wrn28", "sam_cifar_wrn16", "gam_cifar", "nso_finetune", "nso_glue_mrpc",
-                           "tracer_label_noise_cifar", "tracer_glue"}
+                           "tracer_label_noise_cifar", "tracer_glue", "fsam_cifar100"}
     for table in PAPER_TABLES:
         rows, columns = {row.label for row in table.rows}, {column.label for column in table.columns}
         assert all(row in rows and column in columns for row, column in table.published), table.title
@@ -182,3 +182,17 @@ def test_evaluating_test_every_epoch_does_not_split_a_group(tmp_path: Path, base
                   completed(0.9))
     (section,) = build_sections(find_runs([tmp_path]))
     assert [len(group.runs) for group in section.groups] == [2]
+
+
+def test_the_fsam_table_tells_the_lmbda_runs_apart(tmp_path: Path, base_config):
+    choices = {"experiment": "fsam_cifar100", "optimizer": "friendly_sam", "dataset": "cifar100",
+               "model": "resnet18"}
+    for seed, (lmbda, accuracy) in enumerate(((0.6, 0.812), (0.95, 0.813), (0.6, 0.814))):
+        settings = {"seed": seed, "optimizer.rho": 0.2, "optimizer.sigma": 1.0, "optimizer.lmbda": lmbda}
+        write_run(tmp_path / str(seed), base_config, settings, choices, completed(accuracy))
+    (section,) = build_sections(find_runs([tmp_path]))
+    paper = section.tables[0]
+    low, high = (paper.entries[(f"F-SAM (rho 0.2, sigma 1, lmbda {lmbda})", "CIFAR-100")] for lmbda in (0.6, 0.95))
+    assert (low.ours.n, low.ours.mean, low.published) == (2, pytest.approx(81.3), 81.19)
+    assert (high.ours.n, high.ours.mean, high.published) == (1, pytest.approx(81.3), 81.32)
+    assert paper.entries[("SAM (rho 0.2)", "CIFAR-100")].published == 80.78
