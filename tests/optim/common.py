@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import GAM, NSO, SAM, TRACER, Lookahead
+from flatmin.optim import BSAM, GAM, NSO, SAM, TRACER, Lookahead
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -125,4 +125,5 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "adam_tracer": (lambda params: TRACER(params, torch.optim.Adam, lam=0.5, lr=1e-3), 2),
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
+    "bsam": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000), 2),
 }

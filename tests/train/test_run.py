@@ -93,6 +93,7 @@ RESUMABLE = {
     "sgd_tracer": ("optimizer=sgd_tracer",),
     "adam_tracer": ("optimizer=adam_tracer",),
     "lookahead-sam": ("optimizer=sam", "optimizer.lookahead.enabled=true", "optimizer.lookahead.k=3"),
+    "bsam": ("optimizer=bsam",),
     "sgd-test-every-epoch": ("optimizer=sgd", "trainer.test_every_epoch=true", "model.dropout=0.2"),
 }
 
