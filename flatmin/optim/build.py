@@ -155,7 +155,7 @@ def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
         raise ConfigError(f"optimizer {cfg.get('name')!r} ({built}) refuses these settings: {error}.") from error
     lookahead = cfg.get("lookahead")
     if lookahead is not None and lookahead["enabled"]:
-        optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead["alpha"])
+        optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead["alpha"], prox=lookahead.get("prox", 0.0))
     return optimizer
 
 

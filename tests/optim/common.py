@@ -126,4 +126,5 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
     "bsam": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000), 2),
+    "rapp": (lambda params: Lookahead(torch.optim.SGD(params, lr=0.1), k=2, prox="auto"), 1),
 }

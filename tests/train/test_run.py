@@ -94,6 +94,7 @@ RESUMABLE = {
     "adam_tracer": ("optimizer=adam_tracer",),
     "lookahead-sam": ("optimizer=sam", "optimizer.lookahead.enabled=true", "optimizer.lookahead.k=3"),
     "bsam": ("optimizer=bsam",),
+    "rapp": ("optimizer=rapp", "optimizer.lookahead.k=3"),
     "sgd-test-every-epoch": ("optimizer=sgd", "trainer.test_every_epoch=true", "model.dropout=0.2"),
 }
 
