@@ -27,6 +27,7 @@ from flatmin.data import evaluation_prefixes
 from flatmin.data.metrics import METRICS
 from flatmin.errors import ConfigError
 from flatmin.optim.build import build_optimizer
+from flatmin.optim.lookahead import PROX
 from flatmin.optim.schedules import KINDS
 
 _MISSING = object()
@@ -86,6 +87,7 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.lookahead.enabled", BOOLEAN),
     Rule("optimizer.lookahead.k", POSITIVE_INT),
     Rule("optimizer.lookahead.alpha", UNIT_INTERVAL),
+    Rule("optimizer.lookahead.prox", PROX),
     Rule("dataset.batch_size", POSITIVE_INT),
     Rule("dataset.eval_batch_size", POSITIVE_INT),
     Rule("dataset.loader", one_of("auto", "gpu", "torch")),

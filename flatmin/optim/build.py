@@ -32,6 +32,10 @@ BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 #: Layers whose parameters are "normalization parameters" for ``perturb: norm | no_norm`` (SAM-ON).
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+#: What a config's ``num_data: null`` (bSAM: the training split's size) stands for when
+#: :func:`build_optimizer` is given no ``train_size``: a build that trains on no dataset (config
+#: validation, counting passes, a benchmark on a fixed batch). CIFAR-10's 50,000 training images.
+TRAIN_SIZE_WITHOUT_DATASET = 50_000
 
 
 @cache
@@ -118,13 +122,16 @@ def build_base(cfg: Mapping[str, Any], groups: list[dict[str, Any]]) -> Optimize
                                momentum=cfg["momentum"], **dict(cfg.get("base_kwargs") or {}))
 
 
-def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module) -> Optimizer:
+def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
+                    train_size: int | None = None) -> Optimizer:
     """Build the optimizer of the ``optimizer`` config group for ``model``.
 
     ``cfg.method`` is null (the base optimizer alone) or a registered method wrapping the base
-    optimizer ``cfg.base``; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The result
-    follows the ``step(closure)`` contract. A value the base optimizer or the method refuses is a
-    :class:`ConfigError` naming it.
+    optimizer ``cfg.base``, or a full optimizer (``full_optimizer``: bSAM) built on the param groups
+    with its own hyperparameters; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The
+    result follows the ``step(closure)`` contract. A value the base optimizer or the method refuses
+    is a :class:`ConfigError` naming it. ``train_size``, the training split's size, is what a
+    method's ``num_data: null`` stands for (without it, :data:`TRAIN_SIZE_WITHOUT_DATASET`).
     """
     check_optimizer_config(cfg)
     method = METHODS.get(cfg.get("method"))
@@ -132,18 +139,22 @@ def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module) -> Op
                 if hyper.grouping and key in cfg}
     groups = param_groups(model, cfg["weight_decay"], cfg["decay_norm_and_bias"],
                           perturb_tensors=cfg.get("perturb", "all"), **grouping)
+    full = method is not None and method.full_optimizer
     try:
-        optimizer = build_base(cfg, groups)
         if method is not None:
             kwargs = {key: cfg[key] for key, hyper in method.hyperparameters.items()
                       if key in cfg and not hyper.grouping}
+            if "num_data" in method.hyperparameters and kwargs.get("num_data") is None:
+                kwargs["num_data"] = TRAIN_SIZE_WITHOUT_DATASET if train_size is None else train_size
+        optimizer = method(groups, **kwargs) if full else build_base(cfg, groups)
+        if method is not None and not full:
             optimizer = method(None, optimizer, **kwargs)
     except ValueError as error:
-        raise ConfigError(f"optimizer {cfg.get('name')!r} ({cfg.get('method') or 'no method'} over "
-                          f"{cfg['base']}) refuses these settings: {error}.") from error
+        built = cfg.get("method") if full else f"{cfg.get('method') or 'no method'} over {cfg['base']}"
+        raise ConfigError(f"optimizer {cfg.get('name')!r} ({built}) refuses these settings: {error}.") from error
     lookahead = cfg.get("lookahead")
     if lookahead is not None and lookahead["enabled"]:
-        optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead["alpha"])
+        optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead["alpha"], prox=lookahead.get("prox", 0.0))
     return optimizer
 
 

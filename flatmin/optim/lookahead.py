@@ -6,8 +6,14 @@ part of the way towards the fast ones and the fast weights restart from there:
     φ ← φ + alpha·(θ − φ),   θ ← φ
 
 This is the linear-interpolation scheme that "Stable Nonconvex-Nonconcave Training via Linear
-Interpolation" (Pethick et al., 2023) analyses. Buffers such as BatchNorm statistics are not
-interpolated. Cost: the wrapped optimizer's passes; 1 extra parameter-sized buffer (φ, state).
+Interpolation" (Pethick, Xie & Cevher, NeurIPS 2023, arXiv 2310.13459) analyses. Its RAPP (relaxed
+approximate proximal point, Alg. 1 with §5's inner solver) is Lookahead with a proximal term on the
+inner steps: ``prox`` adds ``prox·(θ − φ)`` to the gradient ``G`` before each base step, so over
+plain SGD (lr = γ, no momentum, no weight decay) with ``prox = 1/γ`` each inner step is
+``θ ← φ − γ·G(θ)``, RAPP's ``w ← z − γF(w)`` that always steps from z, and the k-th is followed by
+RAPP's ``z ← (1−λ)z + λw`` (``k = τ``, ``alpha = λ``). ``prox = 0`` is plain Lookahead.
+Buffers such as BatchNorm statistics are not interpolated. Cost: the wrapped optimizer's passes;
+1 extra parameter-sized buffer (φ, state).
 """
 
 from __future__ import annotations
@@ -19,8 +25,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from flatmin.checks import NON_NEGATIVE, Check
 from flatmin.optim.hyper import Card
 from flatmin.optim.multipass import Closure, MultiPassOptimizer
+
+#: ``prox``: a number >= 0, or ``auto`` (1/lr of each param group at each step).
+PROX = Check(lambda value: value == "auto" or NON_NEGATIVE(value), "a number >= 0 or auto (1/lr)")
 
 
 class Lookahead(MultiPassOptimizer):
@@ -31,18 +41,29 @@ class Lookahead(MultiPassOptimizer):
     count towards k, so a step skipped for an fp16 overflow or one micro-batch of an unfinished
     gradient accumulation does not advance the slow weights. ``state_dict`` carries φ, the count and
     the wrapped optimizer's state. Defaults k = 5, alpha = 0.5 (the paper's).
+
+    ``prox`` (RAPP, Pethick et al., NeurIPS 2023): on every base step that runs, after the wrapped
+    method has left ``G`` in ``.grad`` and the trainer's gate has passed it (accumulated, averaged,
+    clipped), ``.grad ← G + prox·(θ − φ)``. A number, or ``"auto"``: ``1/lr`` of each param group at
+    that step, so the identity with RAPP over plain SGD holds under any learning-rate schedule (a
+    group whose lr is 0 gets no term). With momentum or weight decay in the base the term goes
+    through them (that is no longer RAPP). ``prox = 0`` is plain Lookahead, bit for bit.
     """
 
-    card = Card("Lookahead", "the wrapped one's", "+1 (slow weights φ)", "Zhang et al., NeurIPS 2019")
+    card = Card("Lookahead; RAPP (`prox`)", "the wrapped one's", "+1 (slow weights φ)",
+                "Zhang et al., NeurIPS 2019; Pethick et al., NeurIPS 2023")
 
-    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, prox: float | str = 0.0) -> None:
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if not PROX(prox):
+            raise ValueError(f"prox must be {PROX.requirement}, got {prox!r}")
         super().__init__(None, optimizer)
         self.k = k
         self.alpha = alpha
+        self.prox = prox
         self.base_steps = 0
         self._stepped = False
         if isinstance(optimizer, MultiPassOptimizer):
@@ -76,9 +97,28 @@ class Lookahead(MultiPassOptimizer):
         return loss
 
     def _gate_and_count(self) -> bool:
-        """The trainer's gate (if any), remembering whether the base step runs."""
+        """The trainer's gate (if any), remembering whether the base step runs; then the proximal term."""
         self._stepped = self.base_step_gate is None or self.base_step_gate()
+        if self._stepped and self.prox != 0:
+            self._add_proximal_term()
         return self._stepped
+
+    def _add_proximal_term(self) -> None:
+        """``.grad ← G + prox·(θ − φ)`` for every parameter with a gradient."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if self.prox == "auto":
+                coefficient = 1.0 / group["lr"] if group["lr"] != 0 else 0.0
+            else:
+                coefficient = self.prox
+            if not params or coefficient == 0:
+                continue
+            distance = torch._foreach_sub(params, [self.state[p]["slow"] for p in params])    # θ − φ
+            torch._foreach_add_([p.grad for p in params], distance, alpha=coefficient)
+
+    def gate_tensors(self) -> list[Tensor]:
+        """The wrapped method's (bSAM's ``gs``)."""
+        return self.base_optimizer.gate_tensors() if isinstance(self.base_optimizer, MultiPassOptimizer) else []
 
     def _slow_weights(self, params: list[Tensor]) -> list[Tensor]:
         for param in params:

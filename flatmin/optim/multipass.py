@@ -104,6 +104,9 @@ class MultiPassOptimizer(Optimizer):
     #: Forward+backward passes one ``step`` performs; subclasses set it. A method whose count varies
     #: from step to step (LookSAM) makes it a property: the passes of its *next* step.
     passes_per_step: int = 1
+    #: True for a method that is a whole optimizer (bSAM): it makes its own update from its declared
+    #: hyperparameters, so ``build_optimizer`` gives it the param groups instead of a base optimizer.
+    full_optimizer: ClassVar[bool] = False
 
     @property
     def mean_passes_per_step(self) -> int | Fraction:
@@ -218,6 +221,13 @@ class MultiPassOptimizer(Optimizer):
             torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS) if normalize
                                 else entry.options[radius])
             torch._foreach_add_(entry.params, grads)
+
+    def gate_tensors(self) -> list[Tensor]:
+        """Tensors besides ``.grad`` that belong to this step's ``G`` (bSAM's ``gs``): the trainer's
+        gate averages them with the gradients, over the micro-batches of an accumulation and across
+        replicas, before the base step (it clips only the gradients). Valid while ``base_step_gate``
+        runs; none by default."""
+        return []
 
     def base_step(self) -> bool:
         """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip.

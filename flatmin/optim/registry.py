@@ -50,23 +50,29 @@ def option_config(option: str) -> DictConfig:
 
 
 def structural_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The method, what it perturbs, and the values of its structural hyperparameters (defaults
-    where unset)."""
+    """The method, what it perturbs, whether Lookahead with a proximal term (RAPP) wraps it, and the
+    values of its structural hyperparameters (defaults where unset)."""
     method = settings.get("method")
     declared = METHODS[method].hyperparameters if method in METHODS else {}
-    return {"method": method, "perturb": settings.get("perturb", "all"),
+    return {"method": method, "perturb": settings.get("perturb", "all"), "proximal": proximal_lookahead(settings),
             **{name: settings.get(name, hyper.default) for name, hyper in declared.items() if hyper.structural}}
+
+
+def proximal_lookahead(settings: Mapping[str, Any]) -> bool:
+    """Whether the settings wrap the optimizer in Lookahead with ``prox`` (RAPP: ``conf/optimizer/rapp.yaml``)."""
+    lookahead = settings.get("lookahead") or {}
+    return bool(lookahead.get("enabled")) and lookahead.get("prox", 0.0) != 0
 
 
 def method_label(settings: Mapping[str, Any]) -> str:
     """The name a run's ``optimizer`` settings are reported under: the base optimizer's name for a
-    base optimizer alone; otherwise the config option with the same method and structural settings,
-    preferring one with the same base optimizer, and among those the run's own ``name``; else
-    ``name``."""
+    base optimizer alone (not wrapped in RAPP's proximal Lookahead); otherwise the config option with
+    the same method and structural settings, preferring one with the same base optimizer, and among
+    those the run's own ``name``; else ``name``."""
     name = settings.get("name")
     if "method" not in settings and name in options():    # a run made before options named their method
         settings = {**settings, "method": options()[name].get("method")}
-    if not settings.get("method"):
+    if not settings.get("method") and not proximal_lookahead(settings):
         return str(settings.get("base", name))
     wanted = structural_settings(settings)
     matches = [option for option, own in options().items() if structural_settings(own) == wanted]
@@ -82,7 +88,7 @@ def method_table() -> str:
     that use it) and the wrappers, from their declarations."""
     using: dict[str, list[str]] = {}
     for option, own in options().items():
-        using.setdefault(own.get("method") or "", []).append(option)
+        using.setdefault("lookahead" if proximal_lookahead(own) else own.get("method") or "", []).append(option)
     rows = ["| method | `optimizer=` | passes per step | extra buffers | source |", "|---|---|---|---|---|",
             f"| SGD, Adam, AdamW (or any timm optimizer as `optimizer.base`) | "
             f"{', '.join(f'`{o}`' for o in using.get('', []))} | 1 | 0 | — |"]
@@ -93,6 +99,7 @@ def method_table() -> str:
     from flatmin.optim.lookahead import Lookahead
 
     card = Lookahead.card
-    rows.append(f"| {card.title} | `optimizer.lookahead.enabled=true` over any of them | {card.passes} | "
+    proximal = "".join(f", `{option}`" for option in using.get("lookahead", []))
+    rows.append(f"| {card.title} | `optimizer.lookahead.enabled=true` over any of them{proximal} | {card.passes} | "
                 f"{card.buffers} | {card.source} |")
     return "\n".join(rows)

@@ -216,7 +216,7 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     module = build_model(cfg.model)
     if cfg.trainer.sharpness:
         select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
-    optimizer = build_optimizer(cfg.optimizer, module.to(device))
+    optimizer = build_optimizer(cfg.optimizer, module.to(device), train_size=len(splits.train))
     model = runtime.prepare_model(module)
     steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)

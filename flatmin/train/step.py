@@ -9,6 +9,8 @@ Around it this module enforces the rules the methods rely on:
 * gradient accumulation: each micro-batch gets its own perturbation and its own ``G``; the base
   step uses the mean of the micro-batches' ``G`` (m-sharpness with m = the micro-batch size);
 * gradient clipping applies to that final ``G``, just before the base step;
+* what else a method's ``G`` holds (``MultiPassOptimizer.gate_tensors``: bSAM's ``gs``) is
+  averaged with the gradients, over micro-batches and replicas, and not clipped;
 * DDP: every pass runs under ``model.no_sync()``, so each replica perturbs with its own
   gradient, and the final ``G`` is averaged across replicas by one all-reduce (with the fp16
   overflow flag, so all replicas skip together);
@@ -137,6 +139,8 @@ class Stepper:
     def _gate(self) -> bool:
         """Between ``G`` in ``.grad`` and the base step: accumulate, average replicas, skip on overflow, clip."""
         grads = [p.grad for p in self.params if p.grad is not None]
+        if isinstance(self.optimizer, MultiPassOptimizer):
+            grads += self.optimizer.gate_tensors()          # the rest of G (bSAM's gs), averaged alike
         if self._group_size > 1:
             if self._accumulated is None:
                 self._accumulated = [torch.zeros_like(g) for g in grads]

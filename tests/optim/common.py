@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import FriendlySAM, GAM, GNP, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, VaSSO, WSAM
+from flatmin.optim import BSAM, FriendlySAM, GAM, GNP, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, VaSSO, WSAM
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -141,4 +141,6 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "vasso": (lambda params: VaSSO(params, torch.optim.SGD, rho=0.1, theta=0.4, **SGD_KWARGS), 2),
     "lookahead_sgd": (lambda params: Lookahead(torch.optim.SGD(params, **SGD_KWARGS), k=2), 1),
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
+    "bsam": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000), 2),
+    "rapp": (lambda params: Lookahead(torch.optim.SGD(params, lr=0.1), k=2, prox="auto"), 1),
 }

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatmin.optim import FriendlySAM, GNP, GSAM, MSAM, MultiPassOptimizer, NSO, SAM, TRACER, VaSSO, WSAM
+from flatmin.optim import BSAM, FriendlySAM, GNP, GSAM, MSAM, MultiPassOptimizer, NSO, SAM, TRACER, VaSSO, WSAM
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
                                 train)
@@ -47,16 +47,23 @@ def test_each_step_makes_exactly_the_passes_the_spec_lists(name: str):
 
 def first_pass_point(name: str, model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` at the point of the step's first pass: θ, or for NSO with lam = 0 the
-    first draw θ + sigma·ε (replayed from the same seed, same parameter order). MSAM's only pass is
-    at θ − rho·v/‖v‖, which is θ on a first step (no first moment yet; test_msam.py checks a later
-    step's statistics)."""
+    first draw θ + sigma·ε, for bSAM the sample θ + ε/sqrt(N·s_init) (replayed from the same seed,
+    same parameter order). MSAM's only pass is at θ − rho·v/‖v‖, which is θ on a first step (no
+    first moment yet; test_msam.py checks a later step's statistics)."""
     probe = copy.deepcopy(model)
     optimizer = build(name, model)
-    if isinstance(optimizer, NSO) and not optimizer.param_groups[0]["lam"] > 0:
+    group = optimizer.param_groups[0]
+    if isinstance(optimizer, NSO) and not group["lam"] > 0:
         torch.manual_seed(seed)
         with torch.no_grad():
             for p in probe.parameters():
-                p.add_(torch.randn_like(p), alpha=optimizer.param_groups[0]["sigma"])
+                p.add_(torch.randn_like(p), alpha=group["sigma"])
+    if isinstance(optimizer, BSAM):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in probe.parameters():
+                std_inverse = torch.full_like(p, group["s_init"]).mul_(group["num_data"] * group["data_factor"])
+                p.addcdiv_(torch.randn_like(p), std_inverse.sqrt_())
     return probe
 
 
@@ -148,10 +155,16 @@ def test_tracer_leaves_its_fisher_unchanged_when_the_first_pass_overflows():
         assert torch.equal(state["v"], torch.zeros_like(state["v"])) and state["t"].item() == 0
 
 
+def g_tensors(optimizer: torch.optim.Optimizer, model: nn.Module) -> list:
+    """The step's ``G``: the gradients, and what else the method gives the gate (bSAM's gs)."""
+    return [*(p.grad for p in model.parameters()), *optimizer.gate_tensors()]
+
+
 def capture_gradients(optimizer: torch.optim.Optimizer, model: nn.Module, store: list):
-    """A gate that records the ``G`` the method left in ``.grad`` and skips the base step."""
+    """A gate that records the ``G`` the method left in ``.grad`` (and its gate tensors) and skips
+    the base step."""
     def gate() -> bool:
-        store.append([p.grad.clone() for p in model.parameters()])
+        store.append([t.clone() for t in g_tensors(optimizer, model)])
         return False
     return gate
 
@@ -170,8 +183,8 @@ def test_gradient_accumulation_averages_the_micro_batches_own_perturbed_gradient
         optimizer.step(closure_for(reference, optimizer, xs, ys, []))
 
     def mean_gradient() -> bool:
-        for p, first, second in zip(reference.parameters(), *gradients):
-            p.grad = (first + second) / 2
+        for tensor, first, second in zip(g_tensors(optimizer, reference), *gradients):
+            tensor.copy_((first + second) / 2)
         return True
 
     optimizer.base_step_gate = mean_gradient
@@ -248,7 +261,7 @@ def test_a_parameter_without_gradient_is_left_untouched(name: str):
         optimizer.step(closure)
     assert torch.equal(unused.detach(), torch.ones(4))
     assert unused.grad is None
-    if not isinstance(optimizer, NSO):                   # NSO with lam = 0 perturbs before any pass
+    if not isinstance(optimizer, (NSO, BSAM)):           # NSO with lam = 0 and bSAM perturb before any pass
         assert all(torch.equal(value, torch.ones(4)) for value in seen)
 
 

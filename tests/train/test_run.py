@@ -103,6 +103,8 @@ RESUMABLE = {
     "friendly_sam": ("optimizer=friendly_sam",),
     "vasso": ("optimizer=vasso",),
     "lookahead-sam": ("optimizer=sam", "optimizer.lookahead.enabled=true", "optimizer.lookahead.k=3"),
+    "bsam": ("optimizer=bsam",),
+    "rapp": ("optimizer=rapp", "optimizer.lookahead.k=3"),
     "sgd-test-every-epoch": ("optimizer=sgd", "trainer.test_every_epoch=true", "model.dropout=0.2"),
     "gsam-rho-schedule": ("optimizer=gsam", "optimizer.schedules.rho=proportional_to_lr", "optimizer.rho_min=0.5",
                           "scheduler.min_lr_factor=0.1"),
