@@ -1,6 +1,6 @@
 """The fine-tuning image sets of the NSO protocol (Li, Ju & Zhang, 2023), read from their own files.
 
-Each reader returns the dataset's official splits (``reproduction.md``, NSO table); the configs'
+Each reader returns the dataset's official splits (``docs/recipes.md``, "nso_finetune"); the configs'
 ``split.val_fraction`` holds out validation images from the training split where the protocol
 says so. torchvision's classes read FGVC-Aircraft, Flowers-102, Stanford Cars and Caltech-256;
 CUB-200-2011, Stanford Dogs and MIT Indoor-67 are read from their official file lists.

@@ -11,7 +11,7 @@ from torch import nn
 class SmallCNN(nn.Module):
     """Conv-BN-ReLU blocks with one 2x max-pool after the first block, global average pooling and a
     linear head. BatchNorm is deliberate: it exercises the rule that only the first pass of a
-    multi-pass step updates running statistics (optimizers.md, "The common contract")."""
+    multi-pass step updates running statistics (docs/optimizers.md, "BatchNorm")."""
 
     def __init__(self, num_classes: int, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128),
                  dropout: float = 0.0) -> None:

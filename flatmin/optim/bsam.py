@@ -102,7 +102,7 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         super().__init__(None, BSAMUpdate(params, self.buffers), **hyperparameters)
         if self.batch_split != 1:
             raise ValueError(f"BSAM: batch_split={self.batch_split}: more than one sub-batch per step needs the "
-                             "extended closure protocol (optimizers-more.md), which flatmin does not implement yet; "
+                             "extended closure protocol (docs/optimizers.md), which flatmin does not implement yet; "
                              "use batch_split=1 (gradient accumulation over micro-batches averages their gp and gs "
                              "the same way)")
         for group in self.param_groups:

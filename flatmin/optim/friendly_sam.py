@@ -3,7 +3,7 @@
 The paper splits SAM's ascent direction, the mini-batch gradient g, into the full-batch gradient
 and the batch-specific noise, and argues that the full-batch part hurts generalization while the
 noise carries the sharpness information. F-SAM estimates the full-batch gradient by an exponential
-moving average m of past mini-batch gradients and removes it (``optimizers-more.md`` §5):
+moving average m of past mini-batch gradients and removes it (``docs/optimizers.md``, "Friendly-SAM"):
 
     first step:   m = g;   d = g
     later steps:  d = g − sigma·m;   then m ← lmbda·m + (1−lmbda)·g     (d uses the previous m)

@@ -3,7 +3,7 @@ released with the paper.
 
 GAM seeks first-order flatness: small gradient norm around θ, not only a small loss. ``h0 = g1 − g0``
 estimates ``rho_p · ∇‖∇L‖``; the method ascends along it, then combines four gradients and removes
-the part of the "minus" direction that is orthogonal to the "plus" one (``optimizers.md``, GAM).
+the part of the "minus" direction that is orthogonal to the "plus" one (``docs/optimizers.md``, "GAM").
 Names in brackets are the released code's: rho [grad_norm_rho], rho_p [grad_rho], alpha
 [grad_beta_1], beta [grad_beta_0], gamma [grad_gamma].
 

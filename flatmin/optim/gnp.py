@@ -4,7 +4,7 @@ finite-difference gradient regularisation of Karakida et al. (ICML 2023, arXiv 2
 GNP minimises ``L + λ‖∇L‖``. The penalty's gradient ``λ·H∇L/‖∇L‖`` is a Hessian-vector product,
 taken by a finite difference of step r (``rho``) along the normalised gradient, which turns the
 update into a mix of two gradients (the paper's update as its release's README writes it;
-``optimizers-more.md`` §4):
+``docs/optimizers.md``, "GNP and finite-difference GR"):
 
     g  = ∇L_B(θ)
     e  = rho · g/(‖g‖ + ξ)          (normalize=True)        e = rho · g   (normalize=False)
@@ -13,8 +13,9 @@ update into a mix of two gradients (the paper's update as its release's README w
     c  = g/(‖g‖ + ξ)                (normalize_clean=True: the release's default flag)
     G  = (1 − alpha)·c + alpha·g2       alpha = λ/rho
 
-ξ = 1e-12. alpha = 1 with ``normalize`` is SAM; alpha = 0 is the base optimizer (with a wasted
-pass); rho = 0 gives g2 = g, so G = g to rounding.
+ξ = 1e-12. alpha = 1 with ``normalize`` is SAM. With ``normalize_clean=False``: alpha = 0 is the
+base optimizer (with a wasted pass), and rho = 0 gives g2 = g, so G = g to rounding (with it true,
+G = (1−alpha)·g/‖g‖ + alpha·g2).
 
 Karakida et al.'s gradient regularisation ``L + (γ/2)‖∇L‖²`` has the gradient ``∇L + γ·H∇L``; their
 forward difference F-GR takes ``H∇L ≈ (∇L(θ + εg) − ∇L(θ))/ε``, which makes

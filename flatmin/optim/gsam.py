@@ -3,7 +3,7 @@
 GSAM minimises the perturbed loss ``f_p = max_{‖e‖≤rho} L(θ+e)`` and the surrogate gap
 ``h = f_p − f`` together. After SAM's two passes (``g`` at θ, ``g_s`` at ``θ+e``) it removes from
 ``g`` its component along ``g_s`` and *descends* along the rest, which lowers ``h`` without
-changing ``f_p`` to first order (paper, Algorithm 1; ``optimizers-more.md`` §2):
+changing ``f_p`` to first order (paper, Algorithm 1; ``docs/optimizers.md``, "GSAM"):
 
     e   = rho · S²⊙g / (‖S⊙g‖ + ξ);   g_s = ∇L_B(θ + e)
     minimize_fp=True  (Algorithm 1, both releases):

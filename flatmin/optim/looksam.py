@@ -4,7 +4,7 @@ Algorithm 1).
 SAM's extra gradient mostly differs from the plain one by a component orthogonal to it, and that
 component changes slowly. LookSAM therefore takes a full SAM step only every k steps and stores
 that orthogonal part; the steps in between take one pass and add it back, rescaled to the current
-gradient's norm (``optimizers-more.md`` §7):
+gradient's norm (``docs/optimizers.md``, "LookSAM"):
 
     t % k == 0 (2 passes):  e = rho·g/(‖g‖+ξ);  g_s = ∇L_B(θ+e);  G = g_s
                             g_v = g_s − (⟨g_s, g⟩/(‖g‖²+ξ))·g            # kept for the next k−1 steps
@@ -46,7 +46,8 @@ class LookSAM(MultiPassOptimizer, key="looksam"):
     step does what the skipped one would have. Under gradient accumulation every micro-batch of
     one optimizer step is therefore of the same kind, and ``g_v`` is the last micro-batch's.
     Only groups with ``perturb`` true are moved on SAM steps, and ‖g‖ of the ascent is theirs;
-    ``g_v`` and the mix are over every tensor with a gradient (``optimizers-more.md``, "perturb").
+    ``g_v`` and the mix are over every tensor with a gradient (``docs/optimizers.md``,
+    "The param-group option perturb").
     A tensor that has a gradient but no ``g_v`` yet (no gradient at the last SAM step) gets G = g.
     ``passes_per_step`` is the next step's count (2 or 1); ``mean_passes_per_step`` is 1 + 1/k.
     Returns the loss of the first pass (at θ).

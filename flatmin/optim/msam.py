@@ -3,7 +3,7 @@ Computational Overhead", arXiv 2401.12033, 2024).
 
 SAM's ascent needs a second pass; MSAM perturbs instead along the base optimizer's first moment,
 which already points uphill of the coming update, and so takes a single pass
-(``optimizers-more.md`` §12):
+(``docs/optimizers.md``, "MSAM"):
 
     v  = the base optimizer's first moment (SGD's momentum buffer, Adam's exp_avg)
     θ̃  = θ − rho · v/(‖v‖ + 1e-12)         # none before the first base step (no v yet)

@@ -1,6 +1,6 @@
 """The machinery every multi-pass method shares: save θ, perturb, take a pass, restore, step.
 
-The contract (``optimizers.md``, "The common contract"): a method evaluates the gradient of the
+The contract (``docs/optimizers.md``, "The common contract"): a method evaluates the gradient of the
 *same* mini-batch at one or more points near θ by calling ``closure()``, leaves the gradient ``G``
 it wants in ``p.grad``, copies θ back bit for bit, and lets the *base* optimizer (SGD, Adam, …)
 take its ordinary step with ``G``. Weight decay, momentum and Adam moments are the base
@@ -76,7 +76,7 @@ class ActiveParams(list[ActiveGroup]):
     @property
     def perturbed(self) -> ActiveParams:
         """The groups a method may move before a pass: all but those with ``perturb=False``
-        (SAM-ON's groups; ``optimizers-more.md``, "Param-group option perturb")."""
+        (SAM-ON's groups; ``docs/optimizers.md``, "The param-group option perturb")."""
         return ActiveParams(entry for entry in self if entry.options.get("perturb", True))
 
 
@@ -233,8 +233,8 @@ class MultiPassOptimizer(Optimizer):
         """The base optimizer's ordinary step with ``G`` in ``.grad``, unless the gate says skip.
 
         Returns whether it ran, so that what a method does after the base step (WSAM's decoupled
-        update, LookSAM's state) follows only taken steps (``optimizers-more.md``, "Other contract
-        points")."""
+        update, LookSAM's state) follows only taken steps (``docs/optimizers.md``, "The base-step
+        gate")."""
         ran = self.base_step_gate is None or bool(self.base_step_gate())
         if ran:
             self.base_optimizer.step()

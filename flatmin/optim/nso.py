@@ -1,7 +1,7 @@
 """NSO: noise stability optimization (Li, Ju & Zhang, arXiv 2306.08553).
 
 NSO minimises the noise-smoothed loss ``F(θ) = E_U[L(θ+U)]``, U symmetric around 0, by averaging
-the gradients at randomly perturbed points (``optimizers.md``, NSO):
+the gradients at randomly perturbed points (``docs/optimizers.md``, "NSO"):
 
     U_j = sigma · ε_j,  ε_j i.i.d. per element with unit variance,  j = 1..k
     two-sided:  G = lam·g0 + (1−lam)/(2k) · Σ_j [∇L_B(θ+U_j) + ∇L_B(θ−U_j)]

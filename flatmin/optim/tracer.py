@@ -5,7 +5,7 @@ The paper regularises the loss with a "geometric trace ratio": the curvature of 
 measured in the geometry of the optimizer's running diagonal Fisher estimate, as an approximation
 of natural-gradient descent on a generalised-Bayes objective. Its full text was not at hand when
 the spec was written, so what follows is the project's formulation of that objective
-(``optimizers.md``, G-TRACER), kept in this one file so that it can be corrected:
+(``docs/optimizers.md``, "SGD-TRACER and Adam-TRACER"), kept in this one file so that it can be corrected:
 
     g   = ∇L_B(θ)                                                    # pass 1
     v   ← beta2 · v + (1−beta2) · g²;   v̂ = v / (1 − beta2^t)        # running diagonal Fisher

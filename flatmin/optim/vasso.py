@@ -3,7 +3,7 @@
 SAM perturbs θ along the mini-batch gradient g, a noisy estimate of the direction in which the
 loss rises fastest, so its "adversary" changes with every batch. VaSSO perturbs along an
 exponential moving average d of the mini-batch gradients, which varies less from step to step
-(``optimizers-more.md`` §6):
+(``docs/optimizers.md``, "VaSSO"):
 
     d ← (1−theta)·d + theta·g          the first d is g itself
     e = rho · d/(‖d‖ + 1e-7)
@@ -15,7 +15,8 @@ Release: BingcongLi/VaSSO@3524bad ``solver/vasso.py`` (class ``VASSO``; its epsi
 flatmin differs from it where the formula does not change: θ is copied back after the second pass
 (the release subtracts e, exact only to rounding); BatchNorm statistics come from the first pass
 alone (the release updates them in both); a first pass whose gradient is not finite (an fp16
-overflow, whose base step is skipped) leaves d as it was, as if that step had not happened.
+overflow, whose base step is skipped) leaves d as it was (a step whose second pass alone overflowed
+keeps the finite g it took in).
 
 Cost: 2 passes; 2 extra parameter-sized buffers: θ (scratch) and d (state, checkpointed).
 """

@@ -3,7 +3,7 @@
 WSAM minimises ``L + alpha·(L_p − L)``, the loss plus ``alpha = gamma/(1−gamma)`` times SAM's
 sharpness ``L_p − L`` (``L_p`` the loss at the worst point of the rho-ball; the paper's weighted
 objective, arXiv 2305.15817, whose equation numbers were not read here); ``gamma = 1/2`` is SAM.
-With ``g`` at θ and ``g_s`` at ``θ+e`` (``optimizers-more.md`` §3):
+With ``g`` at θ and ``g_s`` at ``θ+e`` (``docs/optimizers.md``, "WSAM"):
 
     e = rho · S²⊙g / (‖S⊙g‖ + ξ)                   (from the unclipped g)
     max_norm set: g and g_s each clipped to global norm max_norm (torch's clip_grad_norm_ rule)

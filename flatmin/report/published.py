@@ -1,5 +1,5 @@
 """The papers' tables as data: their layout (rows and columns, each with the run settings it
-selects), the metric they report and the published numbers (``reproduction.md``).
+selects), the metric they report and the published numbers (``docs/recipes.md``).
 
 A row or column selects runs by ``match``: each key is a facet of a run (``method``, ``dataset``,
 ``model``, ``experiment``: the Hydra choices) or a dotted config key (``optimizer.rho``); a value

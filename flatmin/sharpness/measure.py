@@ -9,8 +9,8 @@ each mini-batch's Hessian, averaged over the mini-batches (``aggregate="batch_me
 (PyHessian's full-dataset mode, Yao et al., 2020); the traces agree in expectation, the
 eigenvalues do not (the mean of per-batch λ_max is at least the λ_max of the mean Hessian).
 
-Optionally (``m_rho > 0``), adaptive m-sharpness (``m_sharpness.py``; reproduction.md: n = 1024,
-m = 128) over the same parameters, also in eval mode and fp32.
+Optionally (``m_rho > 0``), adaptive m-sharpness (``m_sharpness.py``; the README's "Sharpness":
+n = 1024, m = 128) over the same parameters, also in eval mode and fp32.
 
 Nothing is changed by a measurement: parameters, ``.grad``, BatchNorm statistics, module modes
 and the global random generators are as they were before.

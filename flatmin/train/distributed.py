@@ -3,7 +3,7 @@
 flatmin runs DDP the way the SAM paper and its JAX reference do: each replica computes its own
 perturbation from its own mini-batch, every pass of a step runs under ``model.no_sync()`` (forward
 and backward), and the final gradient ``G`` is averaged across replicas by a single all-reduce just
-before the base step (``optimizers.md``, "DDP"). ``dataset.batch_size`` is per replica.
+before the base step (``docs/optimizers.md``, "DDP"). ``dataset.batch_size`` is per replica.
 
 Rank 0 alone writes the run directory, checkpoints and logs. Under torchrun all ranks share rank
 0's Hydra run directory (:func:`share_run_dir_under_torchrun`); other ranks keep Hydra from writing

@@ -1,6 +1,6 @@
 """Device and numeric precision: autocast for bf16/fp16 and fp16 loss scaling for multi-pass steps.
 
-``optimizers.md`` (AMP): bf16 autocast needs nothing special. fp16 scales the loss; every pass's
+``docs/optimizers.md`` ("AMP"): bf16 autocast needs nothing special. fp16 scales the loss; every pass's
 gradients are unscaled and checked for inf/NaN right after its backward, and if any pass of a step
 overflowed the base step is skipped and the scale backs off. ``torch.amp.GradScaler`` cannot do
 this (``GradScaler.step(closure)`` raises and ``unscale_`` runs once per step), so the scaler

@@ -1,6 +1,6 @@
 """One optimizer step as the trainer drives it: the closure, and what happens around the base step.
 
-Every optimizer, single- or multi-pass, is driven the same way (``optimizers.md``, "The common
+Every optimizer, single- or multi-pass, is driven the same way (``docs/optimizers.md``, "The common
 contract"): the trainer builds a closure for the micro-batch and calls ``optimizer.step(closure)``.
 Around it this module enforces the rules the methods rely on:
 

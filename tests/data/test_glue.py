@@ -19,7 +19,7 @@ from tests.data.writers import GLUE_CLASSES, glue_frame, write_glue
 
 TOKENISED = {"input_ids", "token_type_ids", "attention_mask", "label"}
 
-#: The metrics each task reports, named as the papers name them (reproduction.md, GLUE reference).
+#: The metrics each task reports, named as the papers name them (docs/recipes.md, "tracer_glue").
 METRIC_NAMES = {
     "cola": ["val/mcc"], "sst2": ["val/accuracy"], "mrpc": ["val/f1", "val/accuracy"],
     "stsb": ["val/pearson", "val/spearman"], "qqp": ["val/accuracy", "val/f1"],

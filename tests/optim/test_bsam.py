@@ -1,4 +1,4 @@
-"""bSAM (optimizers-more.md §13) against the release's formula (team-approx-bayes/bayesian-sam@936eec1
+"""bSAM (docs/optimizers.md, "bSAM") against the release's formula (team-approx-bayes/bayesian-sam@936eec1
 ``optim.py`` ``build_bsam_optimizer``), in float64; its place in build_optimizer and the trainer; and
 pytorch_optimizer's BSAM, which computes something else."""
 
@@ -97,7 +97,7 @@ def test_bsam_matches_release(model_name: str, setting: str):
 
 def test_gradient_accumulation_is_the_release_batch_split():
     """k micro-batches accumulated by the trainer = the release's ``--batchsplit k``: noise, gs and
-    gp per contiguous sub-batch, their means update m, θ, s (optimizers-more.md §13)."""
+    gp per contiguous sub-batch, their means update m, θ, s (docs/optimizers.md, "bSAM")."""
     model, hyper = mlp(), SETTINGS["large_rho"]
     runner = stepper_for(model, BSAM(model.parameters(), **hyper), accumulate=2)
     theta = parameters(model)

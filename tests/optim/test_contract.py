@@ -1,4 +1,4 @@
-"""The common contract of optimizers.md, checked for every method: passes per step, BatchNorm
+"""The common contract of docs/optimizers.md, checked for every method: passes per step, BatchNorm
 statistics, checkpoints, AMP (bf16, the fp16 skip-step rule), gradient accumulation, no host
 synchronisation inside ``step``, untouched parameters, and the degenerate cases."""
 

@@ -1,4 +1,4 @@
-"""F-SAM, Friendly SAM (Li et al., CVPR 2024; optimizers-more.md §5) against the official code's
+"""F-SAM, Friendly SAM (Li et al., CVPR 2024; docs/optimizers.md, "Friendly-SAM") against the official code's
 formula (nblt/F-SAM@2e2f989 ``utils.py``, ``FriendlySAM``), written out, in float64; and against
 pytorch_optimizer's ``FriendlySAM``."""
 

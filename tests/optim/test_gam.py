@@ -1,4 +1,4 @@
-"""GAM against a direct transcription of its algorithm box in optimizers.md, in float64."""
+"""GAM against a direct transcription of its algorithm box in docs/optimizers.md ("GAM"), in float64."""
 
 from __future__ import annotations
 

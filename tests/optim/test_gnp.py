@@ -1,5 +1,5 @@
-"""GNP (Zhao, Zhang & Hu, ICML 2022; optimizers-more.md §4) against the JAX release's formula
-(zhaoyang-0204/gnp@e803362 ``training/training_core.py``, ``get_gnp_gradient``), written out, and
+"""GNP (Zhao, Zhang & Hu, ICML 2022; docs/optimizers.md, "GNP and finite-difference GR") against the JAX
+release's formula (zhaoyang-0204/gnp@e803362 ``training/training_core.py``, ``get_gnp_gradient``), written out, and
 Karakida et al.'s finite-difference gradient regularisation written from their formula, in float64."""
 
 from __future__ import annotations

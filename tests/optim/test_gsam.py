@@ -1,4 +1,4 @@
-"""GSAM (optimizers-more.md §2) against oracles transcribed from its two releases, in float64:
+"""GSAM (docs/optimizers.md, "GSAM") against oracles transcribed from its two releases, in float64:
 the PyTorch release's formulas (juntang-zhuang/GSAM@a770275 gsam/gsam.py: perturb_weights,
 gradient_decompose) and big_vision's min(f, h) (big_vision@0127fb6
 big_vision/trainers/proj/gsam/gsam.py, gsam_gradient with minimize_fp=False); and against
@@ -129,7 +129,7 @@ def norm_parameter_names(model: nn.Module) -> set[str]:
 @pytest.mark.parametrize("perturb", ["norm", "no_norm"])
 def test_gsam_honours_perturb_groups(perturb: str):
     """Only the perturbed groups move and ‖g‖ of the ascent is theirs; the decomposition runs over
-    every tensor (optimizers-more.md, "Param-group option perturb")."""
+    every tensor (docs/optimizers.md, "The param-group option perturb")."""
     model = convnet()
     norms = norm_parameter_names(model)
     moved = norms if perturb == "norm" else set(parameters(model)) - norms

@@ -1,4 +1,4 @@
-"""Lookahead over a base optimizer and over SAM, against its rule in optimizers.md, in float64."""
+"""Lookahead over a base optimizer and over SAM, against its rule in docs/optimizers.md, in float64."""
 
 from __future__ import annotations
 

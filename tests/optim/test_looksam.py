@@ -1,4 +1,4 @@
-"""LookSAM (optimizers-more.md §7) against the paper's Algorithm 1, written out in float64, and
+"""LookSAM (docs/optimizers.md, "LookSAM") against the paper's Algorithm 1, written out in float64, and
 against pytorch_optimizer's LookSAM, which differs (per-tensor projections, 2 passes every step)."""
 
 from __future__ import annotations

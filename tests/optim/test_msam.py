@@ -1,4 +1,4 @@
-"""MSAM (optimizers-more.md §12) against the release (MarlonBecker/MSAM@780fa4f ``optimizer/msam.py``,
+"""MSAM (docs/optimizers.md, "MSAM") against the release (MarlonBecker/MSAM@780fa4f ``optimizer/msam.py``,
 ``optimizer/adamW_msam.py``) written out in float64, the perturbed point's BatchNorm statistics, and
 the base optimizers it accepts."""
 

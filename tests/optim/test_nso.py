@@ -1,4 +1,4 @@
-"""NSO against its formula and the oracles of optimizers.md, in float64."""
+"""NSO against its formula and the oracles of docs/optimizers.md ("NSO"), in float64."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_mean_gradient_on_the_quartic_matches_the_smoothed_gradient(distribution
 
 
 def transcribe_nso(model, theta, x, y, sigma, k, two_sided, lam, lr, seed):
-    """NSO from optimizers.md, written out, with the noise replayed from ``seed``: per perturbation,
+    """NSO from docs/optimizers.md, written out, with the noise replayed from ``seed``: per perturbation,
     one normal draw per parameter tensor in order. Returns the next θ and the loss ``step`` reports."""
     torch.manual_seed(seed)
     loss0, g0 = loss_and_grad(model, theta, x, y)

@@ -1,4 +1,4 @@
-"""The param-group option ``perturb`` (optimizers-more.md, "Param-group option perturb") and SAM-ON
+"""The param-group option ``perturb`` (docs/optimizers.md, "The param-group option perturb") and SAM-ON
 (Mueller et al., NeurIPS 2023), against the release's formula (mueller-mp/SAM-ON ``sam_on.py``)."""
 
 from __future__ import annotations

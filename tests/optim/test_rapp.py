@@ -1,4 +1,4 @@
-"""RAPP (Pethick, Xie & Cevher, NeurIPS 2023, arXiv 2310.13459; optimizers-more.md §15) as Lookahead
+"""RAPP (Pethick, Xie & Cevher, NeurIPS 2023, arXiv 2310.13459; docs/optimizers.md, "Lookahead and RAPP") as Lookahead
 with a proximal term, against the paper's Algorithm 1 with the inner solver of its §5, in float64."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GSAM's rho schedule in the shared mechanism (optimizers-more.md §2; flatmin/optim/schedules.py):
+"""GSAM's rho schedule in the shared mechanism (docs/optimizers.md, "Schedules"; flatmin/optim/schedules.py):
 ``schedules.rho: proportional_to_lr`` with ``optimizer.rho_min`` writes
 ``rho_t = rho_min + (rho − rho_min)·(lr_t − lr_min)/(lr_max − lr_min)`` every step, as the PyTorch
 release's ProportionScheduler (juntang-zhuang/GSAM@a770275 gsam/scheduler.py) and big_vision's

@@ -1,4 +1,4 @@
-"""SAM, ASAM and USAM against their formulas (optimizers.md; optimizers-more.md §1), in float64."""
+"""SAM, ASAM and USAM against their formulas (docs/optimizers.md, "SAM", "ASAM", "USAM"), in float64."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_sam_on_a_quadratic_matches_the_oracle():
 
 
 def transcribe_sam(model: nn.Module, theta, x, y, rho: float, adaptive: bool, eta: float, lr: float):
-    """SAM/ASAM from optimizers.md, written out: T = |θ|+eta on weights (ASAM), 1 on biases and for
+    """SAM/ASAM from docs/optimizers.md, written out: T = |θ|+eta on weights (ASAM), 1 on biases and for
     SAM; e = rho·T²⊙g/‖T⊙g‖; plain SGD base."""
     g = grad(model, theta, x, y)
     t = {n: (p.abs() + eta) if adaptive and "weight" in n else torch.ones_like(p) for n, p in theta.items()}
@@ -104,7 +104,7 @@ def test_param_groups_are_shared_with_the_base_optimizer_instance():
     assert base.param_groups[0]["rho"] == 0.05
 
 
-# -- USAM: SAM(normalize=False) (optimizers-more.md §1) ------------------------------------------------
+# -- USAM: SAM(normalize=False) (docs/optimizers.md, "USAM") ----------------------------------------
 def transcribe_usam(model: nn.Module, theta, x, y, rho: float, adaptive: bool, eta: float, lr: float):
     """Unnormalized SAM written out: e = rho·T²⊙g, no norm, no epsilon (T = |θ|+eta on weights for
     the adaptive form, 1 elsewhere); plain SGD base."""

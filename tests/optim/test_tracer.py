@@ -1,4 +1,4 @@
-"""SGD-TRACER and Adam-TRACER against the project's formulation in optimizers.md, in float64."""
+"""SGD-TRACER and Adam-TRACER against the project's formulation in docs/optimizers.md, in float64."""
 
 from __future__ import annotations
 

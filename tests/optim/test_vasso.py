@@ -1,4 +1,4 @@
-"""VaSSO (Li & Giannakis, NeurIPS 2023; optimizers-more.md §6) against its released code's formula
+"""VaSSO (Li & Giannakis, NeurIPS 2023; docs/optimizers.md, "VaSSO") against its released code's formula
 (BingcongLi/VaSSO@3524bad ``solver/vasso.py``), written out, in float64."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""WSAM (optimizers-more.md §3) against an oracle transcribed from its release
+"""WSAM (docs/optimizers.md, "WSAM") against an oracle transcribed from its release
 (intelligent-machine-learning/dlrover@05e4f76 atorch/atorch/optimizers/wsam.py, WeightedSAM:
 first_step, second_step), in float64; against SAM where it degenerates to it; and against
 pytorch_optimizer's WSAM (which clips only g_s)."""
@@ -155,7 +155,7 @@ def test_wsam_gamma_half_decoupled_over_plain_sgd_is_sam():
 
 def test_the_decoupled_update_is_skipped_with_the_base_step():
     """When the trainer's gate skips the base step (fp16 overflow, accumulation), nothing moves;
-    base_step says whether it ran (optimizers-more.md, "Other contract points")."""
+    base_step says whether it ran (docs/optimizers.md, "The base-step gate")."""
     model = mlp()
     optimizer = WSAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1)
     before = parameters(model)
@@ -207,7 +207,7 @@ def test_wsam_refuses_settings_out_of_range(setting, message):
 @pytest.mark.parametrize("max_norm", [None, 0.05], ids=["no_clip", "clip0.05"])
 def test_pytorch_optimizer_wsam_differs_as_documented(max_norm: float | None):
     """pytorch_optimizer 4.1's WSAM sums ‖g‖ in float32 and, with max_norm, clips g_s but not g
-    (optimizers-more.md §3). It matches the release's oracle with g unclipped to float32 rounding
+    (docs/optimizers.md, "WSAM"). It matches the release's oracle with g unclipped to float32 rounding
     of the ascent (here, after 5 steps: 9.4e-9 unclipped, 1.3e-9 with max_norm 0.05); with max_norm
     it is not flatmin's (the release's) step (2.5 apart here)."""
     pytorch_optimizer = pytest.importorskip("pytorch_optimizer")

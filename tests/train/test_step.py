@@ -1,4 +1,4 @@
-"""The trainer's step rules: accumulation, clipping, fp16 skip-step (optimizers.md, common contract)."""
+"""The trainer's step rules: accumulation, clipping, fp16 skip-step (docs/optimizers.md, "The common contract")."""
 
 from __future__ import annotations
 
