@@ -34,10 +34,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flatmin.checks import BOOLEAN, NON_NEGATIVE, UNIT_INTERVAL, one_of
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL
+from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
-from flatmin.optim.sam import SAM
 
 
 class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
@@ -54,12 +53,7 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
         "sigma": Hyper(1.0, NON_NEGATIVE, "d = g − sigma·m: how much of the average gradient m is removed; 0 is SAM",
                        schedulable=True),
         "lmbda": Hyper(0.6, UNIT_INTERVAL, "m ← lmbda·m + (1 − lmbda)·g", schedulable=True),
-        "adaptive": Hyper(False, BOOLEAN, "ASAM's ball, T = |θ| + eta (the release's: eta 0, every tensor)",
-                          structural=True),
-        "eta": Hyper(0.01, NON_NEGATIVE, "ASAM: the offset in T = |θ| + eta", schedulable=True),
-        "adaptive_tensors": Hyper("weights", one_of("weights", "all"),
-                                  "ASAM: the tensors scaled, weights (biases exempt) or all (the release)",
-                                  grouping=True),
+        **ADAPTIVE_BALL,
     }
     card = Card("F-SAM (Friendly SAM)", "2", "2 (θ, m: state)", "Li et al., CVPR 2024")
     passes_per_step = 2
@@ -72,9 +66,7 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
         theta = self.save("theta", moved.params, moved.params)
         if moved:
             self._remove_average(moved)                         # .grad ← d = g − sigma·m; m updated
-        scales = [SAM._adaptive_scale(entry) for entry in moved] if self.adaptive else None
-        self.ascend(moved, "rho", scales)                       # θ ← θ + rho·S²⊙d/‖S⊙d‖
-        del scales                                              # free T before the next pass
+        self.ascend_in_ball(moved, "rho")                       # θ ← θ + rho·S²⊙d/‖S⊙d‖
         self.take_pass(closure)                                 # G = ∇L_B(θ + e)
         self.restore(moved.params, theta)
         self.base_step()

@@ -26,10 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flatmin.checks import BOOLEAN, NON_NEGATIVE, one_of
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.checks import BOOLEAN, NON_NEGATIVE
+from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
 from flatmin.optim.multipass import NORM_EPS, ActiveParams, Closure, MultiPassOptimizer, global_dot, global_norm
-from flatmin.optim.sam import SAM
 
 
 class GSAM(MultiPassOptimizer, key="gsam"):
@@ -64,11 +63,7 @@ class GSAM(MultiPassOptimizer, key="gsam"):
         "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent (the paper's rho_t; rho_max under the LR-"
                      "proportional schedule)", schedulable=True),
         "alpha": Hyper(0.4, NON_NEGATIVE, "weight of the surrogate-gap term: G = g_s − alpha·g_⊥", schedulable=True),
-        "adaptive": Hyper(False, BOOLEAN, "ASAM's ball: the scale T = |θ| + eta", structural=True),
-        "eta": Hyper(0.01, NON_NEGATIVE, "ASAM: the offset in T = |θ| + eta", schedulable=True),
-        "adaptive_tensors": Hyper("weights", one_of("weights", "all"),
-                                  "ASAM: the tensors scaled, weights (official ASAM: biases exempt) or all "
-                                  "(the GSAM release's adaptive)", grouping=True),
+        **ADAPTIVE_BALL,
         "minimize_fp": Hyper(True, BOOLEAN, "true: min(f_p, h), the paper's Algorithm 1; false: min(f, h), "
                              "big_vision's option", structural=True),
     }
@@ -83,9 +78,7 @@ class GSAM(MultiPassOptimizer, key="gsam"):
         moved = active.perturbed
         theta = self.save("theta", moved.params, moved.params)
         self.save("g", active.params, active.grads)
-        scales = [SAM._adaptive_scale(entry) for entry in moved] if self.adaptive else None
-        self.ascend(moved, "rho", scales)                           # θ ← θ + e
-        del scales
+        self.ascend_in_ball(moved, "rho")                           # θ ← θ + e
         self.take_pass(closure)                                     # g_s = ∇L_B(θ + e)    pass 2
         self.restore(moved.params, theta)
         if self.minimize_fp:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flatmin.checks import Check
+from flatmin.checks import BOOLEAN, NON_NEGATIVE, Check, one_of
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,14 @@ class Card:
     passes: str
     buffers: str
     source: str
+
+
+#: ASAM's scale-invariant ball (Kwon et al., ICML 2021), ``e = rho·T²⊙g/‖T⊙g‖`` with
+#: ``T = |θ| + eta``, for every method that offers it (``MultiPassOptimizer.ascend_in_ball``).
+ADAPTIVE_BALL = {
+    "adaptive": Hyper(False, BOOLEAN, "ASAM's ball: the scale T = |θ| + eta", structural=True),
+    "eta": Hyper(0.01, NON_NEGATIVE, "ASAM: the offset in T = |θ| + eta", schedulable=True),
+    "adaptive_tensors": Hyper("weights", one_of("weights", "all"),
+                              "ASAM: the tensors scaled, weights (official ASAM code: biases exempt) or all "
+                              "(the single-file ASAM and the GSAM, WSAM, F-SAM and SAM-ON releases)", grouping=True),
+}

@@ -80,6 +80,14 @@ class ActiveParams(list[ActiveGroup]):
         return ActiveParams(entry for entry in self if entry.options.get("perturb", True))
 
 
+def adaptive_scale(entry: ActiveGroup) -> list[Tensor] | None:
+    """ASAM's ``T = |θ| + eta`` for a group's tensors, or None where T = 1 (a group with
+    ``adaptive=False``: biases, under the official code's grouping)."""
+    if not entry.options.get("adaptive", True):
+        return None
+    return torch._foreach_add(torch._foreach_abs(entry.params), entry.options["eta"])
+
+
 class MultiPassOptimizer(Optimizer):
     """Base class of the flat-minima methods: wraps a base optimizer on shared param groups.
 
@@ -221,6 +229,13 @@ class MultiPassOptimizer(Optimizer):
             torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS) if normalize
                                 else entry.options[radius])
             torch._foreach_add_(entry.params, grads)
+
+    def ascend_in_ball(self, moved: ActiveParams, radius: str = "rho", normalize: bool = True) -> None:
+        """:meth:`ascend` in ASAM's ball when the method's ``adaptive`` is on (``T = |θ| + eta`` on
+        the tensors of adaptive groups), else in the plain ball; ``T`` is freed on return, before
+        the next pass."""
+        scales = [adaptive_scale(entry) for entry in moved] if getattr(self, "adaptive", False) else None
+        self.ascend(moved, radius, scales, normalize)
 
     def gate_tensors(self) -> list[Tensor]:
         """Tensors besides ``.grad`` that belong to this step's ``G`` (bSAM's ``gs``): the trainer's

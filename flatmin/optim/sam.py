@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flatmin.checks import BOOLEAN, NON_NEGATIVE, one_of
-from flatmin.optim.hyper import Card, Hyper
-from flatmin.optim.multipass import ActiveGroup, Closure, MultiPassOptimizer
+from flatmin.checks import BOOLEAN, NON_NEGATIVE
+from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
+from flatmin.optim.multipass import Closure, MultiPassOptimizer
 
 
 class SAM(MultiPassOptimizer, key="sam"):
@@ -34,11 +34,7 @@ class SAM(MultiPassOptimizer, key="sam"):
 
     hyperparameters = {
         "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent", schedulable=True),
-        "adaptive": Hyper(False, BOOLEAN, "ASAM: the ball in the scale T = |θ| + eta", structural=True),
-        "eta": Hyper(0.01, NON_NEGATIVE, "ASAM: the offset in T = |θ| + eta", schedulable=True),
-        "adaptive_tensors": Hyper("weights", one_of("weights", "all"),
-                                  "ASAM: the tensors scaled, weights (official code: biases exempt) or all "
-                                  "(the single-file ASAM)", grouping=True),
+        **ADAPTIVE_BALL,
         "normalize": Hyper(True, BOOLEAN, "false: USAM, e = rho·S²⊙g without the norm", structural=True),
     }
     card = Card("SAM; ASAM (`adaptive`); USAM (`normalize: false`); SAM-ON (`perturb: norm`)", "2", "1 (θ)",
@@ -52,17 +48,8 @@ class SAM(MultiPassOptimizer, key="sam"):
         loss = self.take_pass(closure)                  # g = ∇L_B(θ)
         moved = self.active().perturbed
         theta = self.save("theta", moved.params, moved.params)
-        scales = [self._adaptive_scale(entry) for entry in moved] if self.adaptive else None
-        self.ascend(moved, "rho", scales, self.normalize)    # θ ← θ + e
-        del scales                                      # free T before the next pass
+        self.ascend_in_ball(moved, "rho", self.normalize)    # θ ← θ + e
         self.take_pass(closure)                         # G = ∇L_B(θ + e)
         self.restore(moved.params, theta)
         self.base_step()
         return loss
-
-    @staticmethod
-    def _adaptive_scale(entry: ActiveGroup) -> list[Tensor] | None:
-        """ASAM's ``T = |θ| + eta`` for this group's tensors, or None where T = 1."""
-        if not entry.options.get("adaptive", True):
-            return None
-        return torch._foreach_add(torch._foreach_abs(entry.params), entry.options["eta"])

@@ -25,10 +25,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from flatmin.checks import BOOLEAN, FRACTION, NON_NEGATIVE, POSITIVE, one_of, optional
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.checks import BOOLEAN, FRACTION, NON_NEGATIVE, POSITIVE, optional
+from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
 from flatmin.optim.multipass import Closure, MultiPassOptimizer, global_norm
-from flatmin.optim.sam import SAM
 
 #: torch.nn.utils.clip_grad_norm_'s epsilon: g · min(1, max_norm/(‖g‖ + 1e-6)).
 CLIP_EPS = 1e-6
@@ -77,11 +76,7 @@ class WSAM(MultiPassOptimizer, key="wsam"):
                        schedulable=True),
         "decouple": Hyper(True, BOOLEAN, "apply alpha·(g_s − g) after the base step, outside its moments "
                           "(false: G = alpha·g_s + (1−alpha)·g)", structural=True),
-        "adaptive": Hyper(False, BOOLEAN, "ASAM's ball: the scale T = |θ| + eta", structural=True),
-        "eta": Hyper(0.01, NON_NEGATIVE, "ASAM: the offset in T = |θ| + eta", schedulable=True),
-        "adaptive_tensors": Hyper("weights", one_of("weights", "all"),
-                                  "ASAM: the tensors scaled, weights (official ASAM: biases exempt) or all "
-                                  "(the WSAM release's adaptive)", grouping=True),
+        **ADAPTIVE_BALL,
         "max_norm": Hyper(None, optional(POSITIVE), "clip g and g_s to this global L2 norm (the release's "
                           "default 1.0); null: no clipping", structural=True),
     }
@@ -96,9 +91,7 @@ class WSAM(MultiPassOptimizer, key="wsam"):
         moved = active.perturbed
         theta = self.save("theta", moved.params, moved.params)
         g = self.save("g", active.params, active.grads)
-        scales = [SAM._adaptive_scale(entry) for entry in moved] if self.adaptive else None
-        self.ascend(moved, "rho", scales)                           # θ ← θ + e, e from the unclipped g
-        del scales
+        self.ascend_in_ball(moved, "rho")                           # θ ← θ + e, e from the unclipped g
         self.take_pass(closure)                                     # g_s = ∇L_B(θ + e)    pass 2
         self.restore(moved.params, theta)
         if self.max_norm is not None:
