@@ -24,7 +24,7 @@ from torch import nn
 from flatmin.checks import (BOOLEAN, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
                             UNIT_INTERVAL, Check, is_number, one_of, optional)
 from flatmin.data import evaluation_prefixes
-from flatmin.data.metrics import METRICS
+from flatmin.data.metrics import METRICS, SMOOTHING_FORMS
 from flatmin.errors import ConfigError
 from flatmin.optim.build import build_optimizer
 from flatmin.optim.lookahead import PROX
@@ -84,6 +84,7 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.momentum", FRACTION),
     Rule("optimizer.perturb", one_of("all", "norm", "no_norm")),
     Rule("optimizer.schedules", SCHEDULE_KINDS),
+    Rule("optimizer.schedule_interval", one_of("step", "epoch")),
     Rule("optimizer.lookahead.enabled", BOOLEAN),
     Rule("optimizer.lookahead.k", POSITIVE_INT),
     Rule("optimizer.lookahead.alpha", UNIT_INTERVAL),
@@ -101,6 +102,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset.augment.policy", one_of(None, "autoaugment", "randaugment",
                                           requirement="null, autoaugment or randaugment")),
     Rule("dataset.augment.cutout", Check(NON_NEGATIVE_INT, "a non-negative integer (pixels)")),
+    Rule("dataset.augment.cutout_probability", UNIT_INTERVAL),
     Rule("dataset.max_length", POSITIVE_INT),
     Rule("trainer.epochs", POSITIVE_INT),
     Rule("trainer.budget_passes", optional(POSITIVE_INT)),
@@ -110,6 +112,7 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.accumulate_grad_batches", POSITIVE_INT),
     Rule("trainer.grad_clip_norm", optional(POSITIVE)),
     Rule("trainer.label_smoothing", FRACTION),
+    Rule("trainer.label_smoothing_form", one_of(*SMOOTHING_FORMS)),
     Rule("trainer.monitor_mode", one_of("auto", "min", "max")),
     Rule("trainer.divergence_threshold", optional(Check(lambda v: POSITIVE(v) and v > 1, "a number > 1"))),
     Rule("trainer.log_every_n_steps", POSITIVE_INT),
@@ -135,11 +138,14 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.sharpness_m_samples", POSITIVE_INT),
     Rule("trainer.sharpness_m_steps", POSITIVE_INT),
     Rule("trainer.sharpness_m_norm", one_of("adaptive", "l2")),
-    Rule("scheduler.name", one_of("cosine", "step", "constant")),
+    Rule("scheduler.name", one_of("cosine", "linear", "step", "constant")),
     Rule("scheduler.warmup_epochs", NON_NEGATIVE),
     Rule("scheduler.min_lr_factor", FRACTION),
     Rule("scheduler.step_size", Check(POSITIVE, "a number of epochs > 0")),
     Rule("scheduler.gamma", POSITIVE),
+    Rule("scheduler.interval", one_of("step", "epoch")),
+    Rule("scheduler.milestones", optional(Check(lambda v: isinstance(v, (list, ListConfig)) and all(
+        is_number(f) and 0 < f < 1 for f in v), "a list of fractions of the run in (0, 1)"))),
 )
 
 

@@ -94,7 +94,8 @@ def build_cifar(cfg: DictConfig) -> DataSplits:
         splits.on_device = DeviceData(
             *(as_tensors(split) if split is not None else None for split in (splits.train, splits.val, splits.test)),
             augmentation=Augmentation(crop_padding=4 if cfg.augment.crop_flip else 0, flip=cfg.augment.crop_flip,
-                                      cutout=cfg.augment.cutout),
+                                      cutout=cfg.augment.cutout,
+                                      cutout_probability=cfg.augment.cutout_probability),
             mean=tuple(cfg.normalize.mean), std=tuple(cfg.normalize.std))
     return splits
 

@@ -28,11 +28,13 @@ from flatmin.data.splits import Loaders
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Per-batch training augmentation: crop padding (0 = none), flip, cutout side (0 = none)."""
+    """Per-batch training augmentation: crop padding (0 = none), flip, cutout side (0 = none) and
+    the probability that an image is cut out (davda54/sam's 0.5; 1 by default)."""
 
     crop_padding: int = 0
     flip: bool = False
     cutout: int = 0
+    cutout_probability: float = 1.0
 
 
 def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -56,8 +58,9 @@ def random_flip(images: Tensor, generator: torch.Generator) -> tuple[Tensor, Ten
     return torch.where(flipped[:, None, None, None], images.flip(3), images), flipped
 
 
-def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """Zero a ``size``×``size`` square centred uniformly over each image, clipped at the borders."""
+def cutout(images: Tensor, size: int, generator: torch.Generator, probability: float = 1.0) -> Tensor:
+    """Zero a ``size``×``size`` square centred uniformly over each image, clipped at the borders;
+    with ``probability`` < 1 only on that share of the images (drawn after the centres)."""
     batch, _, height, width = images.shape
     centres = torch.stack([torch.randint(0, height, (batch,), device=images.device, generator=generator),
                            torch.randint(0, width, (batch,), device=images.device, generator=generator)], 1)
@@ -65,6 +68,8 @@ def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
     cols = torch.arange(width, device=images.device)[None, None, :]
     top, left = (centres[:, 0] - size // 2)[:, None, None], (centres[:, 1] - size // 2)[:, None, None]
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    if probability < 1:
+        inside &= (torch.rand(batch, device=images.device, generator=generator) < probability)[:, None, None]
     return images.masked_fill(inside[:, None], 0.0)
 
 
@@ -135,7 +140,8 @@ class DeviceLoader:
         if self.mean is not None:
             images = (images - self.mean) / self.std
         if self.augmentation.cutout:
-            images = cutout(images, self.augmentation.cutout, self.augment_generator)
+            images = cutout(images, self.augmentation.cutout, self.augment_generator,
+                            self.augmentation.cutout_probability)
         return images
 
 

@@ -41,6 +41,32 @@ RANGES: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.
                                           "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "loss": (0.0, float("inf"))}
 
 
+#: The two forms of label smoothing ``trainer.label_smoothing_form`` offers.
+SMOOTHING_FORMS = ("torch", "released")
+
+
+def smoothed_cross_entropy(smoothing: float, form: str = "torch") -> Callable[[Tensor, Tensor], Tensor]:
+    """Cross-entropy against smoothed targets, in one of two forms (``C`` classes, ``s`` the smoothing):
+
+    * ``torch`` (Szegedy et al., 2016, as ``torch.nn.CrossEntropyLoss``): ``s/C`` on every class,
+      so the right class gets ``1 − s + s/C``;
+    * ``released``: ``1 − s`` on the right class and ``s/(C−1)`` on each wrong one, as the released
+      training scripts of SAM's PyTorch reference (davda54/sam ``example/utility/loss.py``,
+      ``smooth_crossentropy``) and of GAM do. It is the ``torch`` form with ``s·C/(C−1)``, which is
+      how it is computed here.
+    """
+    if form not in SMOOTHING_FORMS:
+        raise ValueError(f"label smoothing form must be one of {', '.join(SMOOTHING_FORMS)}, got {form!r}")
+    if form == "torch" or smoothing == 0:
+        return nn.CrossEntropyLoss(label_smoothing=smoothing)
+
+    def released(outputs: Tensor, targets: Tensor) -> Tensor:
+        classes = outputs.shape[-1]
+        return F.cross_entropy(outputs, targets, label_smoothing=smoothing * classes / (classes - 1))
+
+    return released
+
+
 def squeezed_mse(outputs: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error of a single-output model's (N, 1) outputs against (N,) targets."""
     return F.mse_loss(outputs.squeeze(-1), targets, reduction=reduction)
@@ -58,11 +84,12 @@ class Task:
         """The task of the ``dataset`` config: ``task`` (classification | regression) and ``metrics``."""
         return cls(regression=cfg.task == "regression", metrics=tuple(cfg.metrics))
 
-    def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
-        """The training loss (label smoothing applies to classification only)."""
+    def loss_fn(self, label_smoothing: float = 0.0, form: str = "torch") -> Callable[[Tensor, Tensor], Tensor]:
+        """The training loss (label smoothing applies to classification only; see
+        :func:`smoothed_cross_entropy` for its two forms)."""
         if self.regression:
             return squeezed_mse
-        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        return smoothed_cross_entropy(label_smoothing, form)
 
     def summed_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The evaluation loss summed over the batch, in fp32 and without label smoothing."""

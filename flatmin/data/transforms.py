@@ -28,12 +28,17 @@ POLICIES: dict[str, Callable[[], Callable[[Any], Any]]] = {
 
 class Cutout:
     """Zero a ``size`` x ``size`` square at a uniformly random centre of a (C, H, W) tensor; the
-    square may extend past the border (DeVries & Taylor, 2017). Uses torch's global generator."""
+    square may extend past the border (DeVries & Taylor, 2017). With ``probability`` < 1 an image is
+    left whole with the rest of the chance (davda54/sam ``example/utility/cutout.py``: p = 0.5).
+    Uses torch's global generator."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, probability: float = 1.0) -> None:
         self.size = size
+        self.probability = probability
 
     def __call__(self, image: Tensor) -> Tensor:
+        if self.probability < 1 and torch.rand(()).item() >= self.probability:
+            return image
         height, width = image.shape[-2:]
         y, x = torch.randint(height, ()).item(), torch.randint(width, ()).item()
         top, left = max(0, y - self.size // 2), max(0, x - self.size // 2)
@@ -57,7 +62,7 @@ def cifar_transforms(cfg: DictConfig) -> tuple[Callable[[Any], Tensor], Callable
         train.append(POLICIES[cfg.augment.policy]())
     train += normalize
     if cfg.augment.cutout:
-        train.append(Cutout(cfg.augment.cutout))
+        train.append(Cutout(cfg.augment.cutout, cfg.augment.cutout_probability))
     return T.Compose(train), T.Compose(normalize)
 
 

@@ -159,10 +159,11 @@ def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
 
 
 def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int,
-                         final_lr_factor: float = 0.0) -> HyperparameterSchedule:
+                         final_lr_factor: float = 0.0, steps_per_epoch: int | None = None) -> HyperparameterSchedule:
     """The schedule of ``cfg.schedules`` (absent or empty: nothing scheduled) over ``total_steps``
     optimizer steps. Only the hyperparameters the method declares schedulable can be scheduled
-    (``lr`` is the LR scheduler's); another key is a ``ConfigError``.
+    (``lr`` is the LR scheduler's); another key is a ``ConfigError``. With
+    ``cfg.schedule_interval: epoch`` the values move once per epoch of ``steps_per_epoch`` steps.
 
     ``rho: proportional_to_lr`` goes from ``cfg.rho`` at the initial LR to ``cfg.rho_min`` (a
     shared key, 0 by default: GSAM's rho_min) at the LR the schedule ends at, ``final_lr_factor``
@@ -180,7 +181,8 @@ def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int
             raise ConfigError(f"optimizer.schedules.{key} is exp, which needs optimizer.{key} > 0 (got {cfg[key]!r}).")
     rho_min = check_rho_min(cfg)
     floors = {"rho": rho_min} if rho_min else {}
-    return HyperparameterSchedule(optimizer, kinds, total_steps, floors, final_lr_factor)
+    per_epoch = steps_per_epoch if cfg.get("schedule_interval", "step") == "epoch" else None
+    return HyperparameterSchedule(optimizer, kinds, total_steps, floors, final_lr_factor, per_epoch)
 
 
 def check_rho_min(cfg: Mapping[str, Any]) -> float:

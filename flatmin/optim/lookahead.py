@@ -40,7 +40,9 @@ class Lookahead(MultiPassOptimizer):
     this object decides every base step of the wrapped one. Only steps whose base step actually ran
     count towards k, so a step skipped for an fp16 overflow or one micro-batch of an unfinished
     gradient accumulation does not advance the slow weights. ``state_dict`` carries φ, the count and
-    the wrapped optimizer's state. Defaults k = 5, alpha = 0.5 (the paper's).
+    the wrapped optimizer's state. Defaults k = 5, alpha = 0.8: the release's
+    (michaelrzhang/lookahead ``lookahead_pytorch.py``, ``la_steps=5, la_alpha=0.8``; the values of the
+    paper's experiments were not read here).
 
     ``prox`` (RAPP, Pethick et al., NeurIPS 2023): on every base step that runs, after the wrapped
     method has left ``G`` in ``.grad`` and the trainer's gate has passed it (accumulated, averaged,
@@ -53,7 +55,7 @@ class Lookahead(MultiPassOptimizer):
     card = Card("Lookahead; RAPP (`prox`)", "the wrapped one's", "+1 (slow weights φ)",
                 "Zhang et al., NeurIPS 2019; Pethick et al., NeurIPS 2023")
 
-    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, prox: float | str = 0.0) -> None:
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.8, prox: float | str = 0.0) -> None:
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not 0 <= alpha <= 1:

@@ -63,11 +63,14 @@ class HyperparameterSchedule:
     optimizer steps of the whole run. Build it after the LR scheduler (``lr_0`` is a group's
     ``initial_lr`` when an LR scheduler set one): it writes the values of step 0 at once.
     For ``proportional_to_lr``: ``floors`` maps a key to its value at ``lr_min`` (0 if absent) and
-    ``final_lr_factor`` is ``lr_min / lr_0``, where the LR schedule ends (0 if not told).
+    ``final_lr_factor`` is ``lr_min / lr_0``, where the LR schedule ends (0 if not told). With
+    ``steps_per_epoch`` the progress moves once per epoch, ``epoch / (epochs − 1)`` (the NSO
+    release's ``np.linspace(0, sigma, epochs)[epoch]``), instead of every step.
     """
 
     def __init__(self, optimizer: Optimizer, kinds: Mapping[str, str], total_steps: int,
-                 floors: Mapping[str, float] | None = None, final_lr_factor: float = 0.0) -> None:
+                 floors: Mapping[str, float] | None = None, final_lr_factor: float = 0.0,
+                 steps_per_epoch: int | None = None) -> None:
         unknown = set(kinds.values()) - set(KINDS)
         if unknown:
             raise ValueError(f"schedule kinds must be among {', '.join(KINDS)}, got {', '.join(sorted(unknown))}")
@@ -76,6 +79,7 @@ class HyperparameterSchedule:
         self.total_steps = total_steps
         self.floors = dict(floors or {})
         self.final_lr_factor = final_lr_factor
+        self.steps_per_epoch = steps_per_epoch
         self.targets = [{key: group[key] for key in self.kinds} for group in optimizer.param_groups]
         self.initial_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
         self.steps = 0
@@ -86,8 +90,15 @@ class HyperparameterSchedule:
         self.steps += 1
         self._apply()
 
+    def progress(self) -> float:
+        """How far through training the next step is: 0 at the first, 1 at the last (step or epoch)."""
+        if self.steps_per_epoch:
+            epochs = max(1, self.total_steps // self.steps_per_epoch)
+            return min(1.0, (self.steps // self.steps_per_epoch) / max(1, epochs - 1))
+        return min(1.0, self.steps / max(1, self.total_steps - 1))
+
     def _apply(self) -> None:
-        progress = min(1.0, self.steps / max(1, self.total_steps - 1))
+        progress = self.progress()
         for group, targets, initial_lr in zip(self.optimizer.param_groups, self.targets, self.initial_lrs):
             lr_min = self.final_lr_factor * initial_lr
             for key, kind in self.kinds.items():

@@ -221,7 +221,8 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
     hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs,
-                                          final_lr_factor(cfg.scheduler, steps_per_epoch, cfg.trainer.epochs))
+                                          final_lr_factor(cfg.scheduler, steps_per_epoch, cfg.trainer.epochs),
+                                          steps_per_epoch)
     log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
              runtime.precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)

@@ -1,4 +1,5 @@
-"""Learning-rate schedules, stepped once per optimizer step, each with an optional linear warmup.
+"""Learning-rate schedules, stepped once per optimizer step (constant within an epoch with
+``interval: epoch``), each with an optional linear warmup.
 
 Lengths are given in epochs in the config (fractions allowed) and converted to steps here, so a
 schedule means the same thing whatever the batch size. The factor multiplies every param group's
@@ -22,17 +23,31 @@ def cosine(progress: float, min_factor: float) -> float:
 
 
 def lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
-    """The multiplier of the initial learning rate at optimizer step ``step`` (0-based)."""
+    """The multiplier of the initial learning rate at optimizer step ``step`` (0-based).
+
+    ``interval: epoch`` holds the factor for a whole epoch, at its value of the epoch's first step,
+    as a schedule stepped once per epoch does (GAM's and davda54/sam's releases); ``step`` (the
+    default) changes it every optimizer step. The ``step`` schedule multiplies by ``gamma`` every
+    ``step_size`` epochs, or, with ``milestones``, at each of those fractions of the run (davda54/sam's
+    ``StepLR``: ×0.2 at 30%, 60% and 80% of the epochs)."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     total = epochs * steps_per_epoch
+    per_epoch = cfg.get("interval", "step") == "epoch"
+    milestones = [round(fraction * epochs * steps_per_epoch) for fraction in cfg.get("milestones") or []]
 
     def factor(step: int) -> float:
+        if per_epoch:
+            step -= step % steps_per_epoch
         if step < warmup:
             return (step + 1) / warmup
         if cfg.name == "cosine":
             return cosine((step - warmup) / max(1, total - warmup), cfg.min_lr_factor)
+        if cfg.name == "linear":
+            return 1.0 - (1.0 - cfg.min_lr_factor) * min(1.0, (step - warmup) / max(1, total - warmup))
         if cfg.name == "step":
-            return cfg.gamma ** math.floor(step / (cfg.step_size * steps_per_epoch))
+            passed = sum(step >= milestone for milestone in milestones) if milestones else \
+                math.floor(step / (cfg.step_size * steps_per_epoch))
+            return cfg.gamma ** passed
         return 1.0
 
     return factor

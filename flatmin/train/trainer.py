@@ -119,8 +119,9 @@ class Trainer:
         self.loggers = loggers
         self.config = config
         self.task = task
-        self.stepper = Stepper(model, optimizer, task.loss_fn(cfg.label_smoothing), runtime.autocast,
-                               runtime.loss_scaler(), cfg.accumulate_grad_batches, cfg.grad_clip_norm)
+        self.stepper = Stepper(model, optimizer, task.loss_fn(cfg.label_smoothing, cfg.label_smoothing_form),
+                               runtime.autocast, runtime.loss_scaler(), cfg.accumulate_grad_batches,
+                               cfg.grad_clip_norm)
         self.micro_batches = micro_batches_per_epoch(len(loaders.train), cfg)
         self.epoch = 0
         self.global_step = 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 
 from flatmin.data import build_dataset
 from flatmin.data.transforms import Cutout
@@ -79,6 +80,12 @@ def test_cutout_zeroes_one_square_of_at_most_the_given_side():
         assert (image == 0).sum() == 3 * len(rows)
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert height <= 16 and width <= 16 and height * width == len(rows)
+
+
+def test_cutout_with_probability_cuts_that_share_of_the_images():
+    torch.manual_seed(0)
+    cut = sum(bool((Cutout(8, probability=0.5)(torch.ones(3, 32, 32)) == 0).any()) for _ in range(2000))
+    assert binomtest(cut, 2000, 0.5).pvalue > 1e-3
 
 
 def test_a_run_trains_on_the_cifar_files_and_tests_the_best_model(cfg_factory, tmp_path: Path):

@@ -79,6 +79,12 @@ def test_cutout_zeroes_a_square_clipped_at_the_borders():
     assert chisquare(np.bincount(rows.numpy(), minlength=SIZE)[4:SIZE - 4]).pvalue > 1e-3
 
 
+def test_cutout_probability_leaves_the_rest_of_the_images_whole():
+    images = torch.ones(4000, 1, SIZE, SIZE)
+    cut = (cutout(images, 8, generator(4), probability=0.5) == 0).flatten(1).any(1)
+    assert binomtest(int(cut.sum()), len(cut), 0.5).pvalue > 1e-3
+
+
 def test_epoch_order_is_seeded_and_covers_the_split_once():
     images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 1, 2, 2).contiguous()
     labels = torch.arange(100)
@@ -132,6 +138,9 @@ def test_cifar_on_the_device_holds_the_same_images_labels_and_normalisation(tmp_
     images, labels = splits.on_device.train
     assert torch.equal(labels, torch.from_numpy(splits.train.samples.labels))      # the noisy labels
     assert on_device.train.augmentation == Augmentation(crop_padding=4, flip=True, cutout=8)
+    cfg = cifar_config(tmp_path, "dataset.loader=gpu", "dataset.augment.cutout_probability=0.5")
+    on_device = make_loaders(build_dataset(cfg.dataset), cfg.dataset, CPU, seed=0, rank=0, world_size=1)
+    assert on_device.train.augmentation.cutout_probability == 0.5
 
 
 def test_auto_picks_the_device_loader_only_on_cuda_and_gpu_refuses_cpu_only_policies(tmp_path):

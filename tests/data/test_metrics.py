@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from flatmin.data.metrics import METRICS, Task
+from flatmin.data.metrics import METRICS, Task, smoothed_cross_entropy
 
 
 def test_metrics_match_their_definitions():
@@ -41,3 +41,22 @@ def test_a_task_names_its_metrics_and_picks_its_loss():
     assert regression.loss_fn(label_smoothing=0.1)(outputs, scores) == pytest.approx((0.25 + 0 + 1) / 3)
     assert regression.summed_loss(outputs, scores) == pytest.approx(1.25)
     assert regression.count_correct(outputs, scores).item() == 0
+
+
+@pytest.mark.parametrize("classes", [2, 10, 100])
+def test_the_released_label_smoothing_form_is_its_formula(classes: int):
+    """davda54/sam's and GAM's form: 1 − s on the right class, s/(C−1) on each wrong one."""
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(8, classes, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, classes, (8,), generator=generator)
+    smoothing = 0.1
+    soft = torch.full((8, classes), smoothing / (classes - 1), dtype=torch.float64)
+    soft[torch.arange(8), targets] = 1 - smoothing
+    expected = -(soft * torch.log_softmax(outputs, 1)).sum(1).mean()
+    assert torch.allclose(smoothed_cross_entropy(smoothing, "released")(outputs, targets), expected, rtol=1e-14)
+    torch_form = -((1 - smoothing) * torch.nn.functional.one_hot(targets, classes).double() + smoothing / classes
+                   ) * torch.log_softmax(outputs, 1)
+    assert torch.allclose(smoothed_cross_entropy(smoothing, "torch")(outputs, targets), torch_form.sum(1).mean(),
+                          rtol=1e-14)
+    assert Task(regression=False, metrics=("accuracy",)).loss_fn(smoothing, "released")(outputs, targets) == \
+        smoothed_cross_entropy(smoothing, "released")(outputs, targets)

@@ -115,6 +115,24 @@ def test_wide_resnet_dropout_option(tmp_path: Path):
     assert len(dropouts) == 6 and set(dropouts) == {0.3}
 
 
+@pytest.mark.parametrize("init", ["official", "davda54", "sam_jax"])
+def test_wide_resnet_initialisations_follow_their_releases(tmp_path: Path, init: str):
+    """Convolutions He normal over fan-out (official, sam_jax) or fan-in (davda54); the head's
+    weight zero (davda54), uniform in ±1/√classes (sam_jax) or torch's default (official)."""
+    torch.manual_seed(0)
+    model = build_model(make_config(tmp_path, "model=wrn16_8", "dataset=cifar10", f"model.init={init}").model)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    stem = convs[0].weight                                                     # 3 → 16 channels, 3×3
+    fan = stem[0].numel() if init == "davda54" else stem.shape[0] * stem[0, 0].numel()
+    assert stem.std().item() == pytest.approx((2 / fan) ** 0.5, rel=0.15)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    bound = 10 ** -0.5 if init == "sam_jax" else head.in_features ** -0.5      # torch's default: 1/√fan-in
+    assert torch.all(head.bias == 0) and head.weight.abs().max() <= bound
+    assert torch.all(head.weight == 0) == (init == "davda54")
+    if init == "sam_jax":
+        assert head.weight.abs().max() > 0.9 * bound
+
+
 def test_shakedrop_survival_decays_linearly_to_p_L_and_eval_scales_by_it(tmp_path: Path):
     model = build_model(make_config(tmp_path, "model=pyramidnet272_shakedrop", "dataset=cifar10").model)
     survivals = [block.shakedrop.survival for block in model.blocks]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -29,6 +30,20 @@ def test_constant_linear_and_exp_go_from_their_start_to_the_configured_value():
         [0.0, 0.0025, 0.005, 0.0075, 0.01])
     assert values(HyperparameterSchedule(nso(), {"sigma": "exp"}, 5), "sigma", 5) == pytest.approx(
         [1e-5 * 1000 ** (i / 4) for i in range(5)])
+
+
+def test_an_epoch_interval_moves_once_per_epoch_as_the_nso_release_s_linspace():
+    """NSO's release sets sigma to ``np.linspace(0, sigma, epochs)[epoch]`` at each epoch's start."""
+    epochs, steps_per_epoch = 4, 3
+    cfg = OmegaConf.create({"name": "nso", "method": "nso", "sigma": 0.3, "schedules": {"sigma": "linear"},
+                            "schedule_interval": "epoch"})
+    schedule = build_hyper_schedule(cfg, nso(sigma=0.3), epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    expected = np.repeat(np.linspace(0, 0.3, epochs), steps_per_epoch)
+    assert values(schedule, "sigma", epochs * steps_per_epoch) == pytest.approx(expected.tolist(), abs=1e-15)
+    cfg.schedule_interval = "step"
+    schedule = build_hyper_schedule(cfg, nso(sigma=0.3), epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    assert values(schedule, "sigma", epochs * steps_per_epoch) == pytest.approx(
+        np.linspace(0, 0.3, epochs * steps_per_epoch).tolist())
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")   # no optimizer step here
