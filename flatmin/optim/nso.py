@@ -9,8 +9,11 @@ the gradients at randomly perturbed points (``docs/optimizers.md``, "NSO"):
 
 Two-sided pairs cancel the odd terms of the Taylor expansion, so on a quadratic ``G`` is the exact
 gradient whatever the draw. Cost: 2k passes (two-sided) or k (one-sided), plus 1 for the clean
-pass ``g0`` when ``lam > 0``; 2 extra parameter-sized buffers (θ and the running sum of ``G``),
-plus one transient tensor per parameter while a perturbation is drawn.
+pass ``g0`` when ``lam > 0`` or ``clean_pass="always"`` (the release,
+VirtuosoResearch/Noise-stability-optimization@bf11dc2 ``exps_on_image_datasets/trainer/nsm_trainer.py``,
+takes it every step, with weight lam, and keeps its BatchNorm statistics); 2 extra parameter-sized
+buffers (θ and the running sum of ``G``), plus one transient tensor per parameter while a
+perturbation is drawn.
 
 Randomness: ε is drawn from torch's default generator of each parameter's device (``torch.randn_like``
 and friends), so ``torch.manual_seed`` makes a run reproducible, and a checkpoint that carries the
@@ -65,8 +68,11 @@ class NSO(MultiPassOptimizer, key="nso"):
         "lam": Hyper(0.0, UNIT_INTERVAL, "weight of the clean gradient g0 in G", schedulable=True),
         "distribution": Hyper("normal", one_of(*DISTRIBUTIONS), "normal | laplace | uniform, unit variance",
                               structural=True),
+        "clean_pass": Hyper("when_needed", one_of("when_needed", "always"),
+                            "when_needed: only if lam > 0; always: the release's, every step (its BatchNorm "
+                            "statistics and its loss are the clean pass's even at lam = 0)", structural=True),
     }
-    card = Card("NSO", "2k two-sided, k one-sided, +1 if `lam > 0`", "2 (θ, the sum G)",
+    card = Card("NSO", "2k two-sided, k one-sided, +1 if `lam > 0` or `clean_pass: always`", "2 (θ, the sum G)",
                 "Li, Ju & Zhang, arXiv 2306.08553")
 
     @property
@@ -79,7 +85,7 @@ class NSO(MultiPassOptimizer, key="nso"):
         return self.perturbed_passes + int(self._clean_pass())
 
     def _clean_pass(self) -> bool:
-        return any(group["lam"] > 0 for group in self.param_groups)
+        return self.clean_pass == "always" or any(group["lam"] > 0 for group in self.param_groups)
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]

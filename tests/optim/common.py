@@ -122,6 +122,7 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "nso_k3": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, num_perturbs=3, **SGD_KWARGS), 6),
     "nso_one_sided_lam": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, num_perturbs=2, two_sided=False,
                                              lam=0.5, distribution="laplace", **SGD_KWARGS), 3),
+    "nso_clean_always": (lambda params: NSO(params, torch.optim.SGD, sigma=0.05, clean_pass="always", **SGD_KWARGS), 3),
     "sgd_tracer": (lambda params: TRACER(params, torch.optim.SGD, **SGD_KWARGS), 2),
     "adam_tracer": (lambda params: TRACER(params, torch.optim.Adam, lam=0.5, lr=1e-3), 2),
     "looksam": (lambda params: LookSAM(params, torch.optim.SGD, rho=0.05, k=2, **SGD_KWARGS), 2),

@@ -59,9 +59,10 @@ def test_mean_gradient_on_the_quartic_matches_the_smoothed_gradient(distribution
     assert torch.all((mean - 4 * point ** 3).abs() > 4 * standard_error)     # not the plain gradient
 
 
-def transcribe_nso(model, theta, x, y, sigma, k, two_sided, lam, lr, seed):
+def transcribe_nso(model, theta, x, y, sigma, k, two_sided, lam, lr, seed, clean_always=False):
     """NSO from docs/optimizers.md, written out, with the noise replayed from ``seed``: per perturbation,
-    one normal draw per parameter tensor in order. Returns the next θ and the loss ``step`` reports."""
+    one normal draw per parameter tensor in order. Returns the next θ and the loss ``step`` reports
+    (the clean pass's when there is one: lam > 0 or ``clean_always``)."""
     torch.manual_seed(seed)
     loss0, g0 = loss_and_grad(model, theta, x, y)
     total, losses = combine((lam, g0)), []
@@ -72,7 +73,7 @@ def transcribe_nso(model, theta, x, y, sigma, k, two_sided, lam, lr, seed):
             loss, g = loss_and_grad(model, combine((1.0, theta), (side, u)), x, y)
             total = combine((1.0, total), ((1 - lam) / passes, g))
             losses.append(loss)
-    return sgd_step(theta, total, lr), (loss0 if lam > 0 else torch.stack(losses).mean())
+    return sgd_step(theta, total, lr), (loss0 if lam > 0 or clean_always else torch.stack(losses).mean())
 
 
 @pytest.mark.parametrize(("k", "two_sided", "lam"), [(1, True, 0.0), (2, True, 0.3), (3, False, 0.0),
@@ -88,6 +89,25 @@ def test_nso_matches_its_formula_over_five_steps(k: int, two_sided: bool, lam: f
         calls: list = []
         loss = optimizer.step(closure_for(model, optimizer, x, y, calls))
         assert len(calls) == (2 * k if two_sided else k) + (lam > 0)
+        assert torch.allclose(loss, expected_loss, rtol=1e-12)
+        assert_params_equal(model, expected)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+def test_clean_pass_always_takes_the_release_s_clean_pass_every_step(lam: float):
+    """``clean_pass="always"`` (the release's trainer): 2k + 1 passes even at lam = 0, the step
+    reports the clean loss, and the update is the formula's, the clean gradient weighted by lam."""
+    model = mlp()
+    optimizer = NSO(model.parameters(), torch.optim.SGD, sigma=0.05, num_perturbs=2, lam=lam, clean_pass="always",
+                    lr=0.1)
+    assert optimizer.passes_per_step == 5
+    for step, (x, y) in enumerate(batches(3)):
+        expected, expected_loss = transcribe_nso(model, parameters(model), x, y, sigma=0.05, k=2, two_sided=True,
+                                                 lam=lam, lr=0.1, seed=step, clean_always=True)
+        torch.manual_seed(step)
+        calls: list = []
+        loss = optimizer.step(closure_for(model, optimizer, x, y, calls))
+        assert len(calls) == 5
         assert torch.allclose(loss, expected_loss, rtol=1e-12)
         assert_params_equal(model, expected)
 
