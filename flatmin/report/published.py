@@ -143,7 +143,9 @@ SAM_CIFAR_WRN16 = PaperTable(
     columns=(Heading("CIFAR-10", {"dataset": "cifar10", "model": "wrn16_8"}),),
     published={("SGD", "CIFAR-10"): 3.20, ("SAM (rho 0.05)", "CIFAR-10"): 2.86,
                ("ASAM (rho 2.0, eta 0)", "CIFAR-10"): 2.55, ("ASAM, official (rho 0.5, eta 0.01)", "CIFAR-10"): 2.37},
-    notes=("The official ASAM number is Kwon et al.'s (ICML 2021) own setting on the same protocol.",),
+    notes=("The official ASAM number is Kwon et al.'s (ICML 2021) own setting on the same protocol, which no "
+           "release trains (docs/recipes.md); the sweep runs the reference's ASAM, and the official one is "
+           "optimizer=asam optimizer.rho=0.5 optimizer.eta=0.01 optimizer.adaptive_tensors=weights.",),
 )
 
 # -- GAM: Zhang et al., CVPR 2023 ----------------------------------------------------------------
@@ -282,8 +284,8 @@ FSAM_CIFAR100 = PaperTable(
     notes=("Published: one run each (seed 1), the final epoch's test accuracy, read from the release's logs "
            "(nblt/F-SAM@2e2f989 results/{FriendlySAM,SAM}/CIFAR100/resnet18/*/log; their best epochs on test: "
            "81.38, 81.43, 80.88). No SGD run is in the release.",
-           "The release trains on all 50,000 images and applies cutout to half of them; this experiment holds "
-           "out 10% for validation and cuts out every image (conf/experiment/fsam_cifar100.yaml)."),
+           "The release keeps the last partial batch of each epoch (391 steps); this experiment drops it "
+           "(390), otherwise it follows the release (docs/recipes.md, fsam_cifar100)."),
 )
 
 PAPER_TABLES: tuple[PaperTable, ...] = (SAM_CIFAR_WRN28, SAM_CIFAR_WRN16, GAM_CIFAR, GAM_CIFAR_BEST_ON_TEST,
