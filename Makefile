@@ -1,10 +1,10 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install test test-slow demo bench gpu-check wheels study clean
+.PHONY: help install test test-slow demo bench gpu-check wheels study reproduce-sam-wrn16 clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 install: ## install flatmin and its test dependencies into the current Python (3.11 or newer)
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -34,6 +34,13 @@ study: ## the CPU study (< 15 min): matrix sensing, digits with 40% label noise;
 	rm -rf outputs/study/digits_label_noise
 	$(PYTHON) train.py -m experiment=study_digits_label_noise hydra.sweep.dir=outputs/study/digits_label_noise
 	$(PYTHON) -m flatmin.report outputs/study/digits_label_noise --out docs/study
+
+REPRODUCE_DIR ?= outputs/reproduce
+REPRODUCE_OVERRIDES ?=
+reproduce-sam-wrn16: ## davda54/sam's WRN-16-8 CIFAR-10 recipe end to end (GPU), then its table beside the published numbers
+	$(PYTHON) train.py -m experiment=sam_cifar_wrn16 trainer.resume=auto \
+		hydra.sweep.dir=$(REPRODUCE_DIR)/sam_cifar_wrn16 $(REPRODUCE_OVERRIDES)
+	$(PYTHON) -m flatmin.report $(REPRODUCE_DIR)/sam_cifar_wrn16 --out $(REPRODUCE_DIR)/sam_cifar_wrn16/report
 
 clean: ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache

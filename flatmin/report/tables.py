@@ -22,8 +22,9 @@ from flatmin.report.published import (BEST_EPOCH_ON_TEST, BEST_TEST_RECORD, FINA
 from flatmin.report.runs import Run
 from flatmin.report.stats import Summary, summarise
 
-# The generic table's metric: the first of these that some run has (GLUE has no labelled test split).
-GENERIC_METRICS = (accuracy_percent("best_val"), FINAL_DEV_ACCURACY)
+# The generic table's metric: the first of these that some run has (without a validation split
+# there is no best-validation model; GLUE has no labelled test split).
+GENERIC_METRICS = (accuracy_percent("best_val"), accuracy_percent("last"), FINAL_DEV_ACCURACY)
 # Metric names shown ×100, and the unit that says so.
 PERCENT_UNITS = {"accuracy": "%", "f1": "%", "mcc": "×100", "pearson": "×100", "spearman": "×100"}
 _ABSENT = object()

@@ -314,10 +314,13 @@ class Trainer:
 
     def _test(self) -> dict[str, dict[str, float]]:
         """Test metrics of the last model and of the best-validation model (from ``best.pt``); none
-        when the dataset has no labelled test split (GLUE)."""
+        when the dataset has no labelled test split (GLUE). Without a validation split there is no
+        best-validation model (``best.pt`` is the final one), so only the last model's are given."""
         if self.loaders.test is None:
             return {}
         results = {"last": self.evaluate(self.loaders.test, "test")}
+        if self.loaders.val is None:
+            return results
         last_weights = {k: v.clone() for k, v in self.module.state_dict().items()}
         best = load_checkpoint(self.run_dir / rundir.BEST, required=("model",))
         self.module.load_state_dict(best["model"])

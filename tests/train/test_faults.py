@@ -19,6 +19,7 @@ from flatmin import rundir
 from flatmin.errors import ConfigError, FlatminError
 from flatmin.report.runs import find_runs
 from flatmin.report.render import headline
+from flatmin.report.tables import build_sections
 from flatmin.train import run
 from tests.conftest import ROOT, run_cli
 
@@ -108,10 +109,14 @@ def test_a_loss_monitor_picks_the_epoch_of_least_validation_loss(cfg_factory):
     assert summary["best_val"]["val/loss"] == min(record["val/loss"] for record in epochs)
 
 
-def test_without_a_validation_split_the_final_model_is_the_best(cfg_factory):
-    summary = run(cfg_factory("trainer.epochs=2", "dataset.split.val_fraction=0"))
-    assert summary["status"] == "completed" and summary["best_val"]["epoch"] == 2
-    assert summary["test"]["best_val"] == summary["test"]["last"]
+def test_without_a_validation_split_the_final_model_is_the_one_reported(cfg_factory):
+    cfg = cfg_factory("trainer.epochs=2", "dataset.split.val_fraction=0")
+    summary = run(cfg)
+    assert summary["status"] == "completed" and summary["best_val"]["epoch"] == 2      # best.pt is the final model
+    assert set(summary["test"]) == {"last"}               # no best-validation model to test
+    generic = build_sections(find_runs([Path(cfg.paths.output_dir)]))[0].tables[0]
+    assert generic.title == "test accuracy (%), final model"
+    assert generic.entries[("sgd", "digits")].ours.mean == pytest.approx(100 * summary["test"]["last"]["test/accuracy"])
 
 
 # -- run directories ---------------------------------------------------------------------------------------

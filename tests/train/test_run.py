@@ -89,11 +89,13 @@ class Interrupt(Exception):
 
 
 RESUMABLE = {
-    "sgd": ("optimizer=sgd",),
-    "sam": ("optimizer=sam",),
+    "sgd-step-lr-per-epoch": ("optimizer=sgd", "scheduler=step", "scheduler.milestones=[0.5]", "scheduler.gamma=0.2",
+                              "scheduler.interval=epoch"),
+    "sam-released-smoothing": ("optimizer=sam", "trainer.label_smoothing=0.1", "trainer.label_smoothing_form=released"),
     "asam": ("optimizer=asam",),
     "gam": ("optimizer=gam",),
-    "nso-sigma-schedule": ("optimizer=nso", "optimizer.sigma=0.05", "optimizer.schedules.sigma=linear"),
+    "nso-sigma-per-epoch-clean-pass": ("optimizer=nso", "optimizer.sigma=0.05", "optimizer.schedules.sigma=linear",
+                                       "optimizer.schedule_interval=epoch", "optimizer.clean_pass=always"),
     "sgd_tracer": ("optimizer=sgd_tracer",),
     "adam_tracer": ("optimizer=adam_tracer",),
     "looksam": ("optimizer=looksam", "optimizer.k=3"),
@@ -114,7 +116,8 @@ RESUMABLE = {
 
 @pytest.mark.parametrize("optimizer", list(RESUMABLE))
 def test_resume_after_an_interruption_continues_bit_for_bit(cfg_factory, monkeypatch, optimizer: str):
-    # 7 steps an epoch: Lookahead (k=3) syncs across the interruption, NSO's sigma grows over it.
+    # 7 steps an epoch: Lookahead (k=3) syncs across the interruption, NSO's sigma grows over it (at
+    # the epoch boundary where the interruption falls), the step schedule decays there.
     overrides = (*RESUMABLE[optimizer], "trainer.epochs=2", "trainer.limit_train_batches=7")
     straight_cfg = cfg_factory(*overrides)
     run(straight_cfg)
