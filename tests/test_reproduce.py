@@ -21,8 +21,8 @@ TINY = ("dataset.download=false dataset.num_workers=0 dataset.batch_size=16 mode
 
 def make_reproduce(tmp_path: Path) -> subprocess.CompletedProcess:
     overrides = f"paths.data_dir={tmp_path / 'data'} {TINY}"
-    return subprocess.run(["make", "reproduce-sam-wrn16", f"PYTHON={sys.executable}", f"REPRODUCE_DIR={tmp_path / 'out'}",
-                           f"REPRODUCE_OVERRIDES={overrides}"], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run(["make", "reproduce-sam-wrn16", f"PYTHON={sys.executable}",
+                           f"REPRODUCE_DIR={tmp_path / 'out'}", f"REPRODUCE_OVERRIDES={overrides}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900, env={**os.environ, "WANDB_SILENT": "true"})
 
 

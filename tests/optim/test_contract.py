@@ -47,8 +47,8 @@ def test_each_step_makes_exactly_the_passes_the_spec_lists(name: str):
 
 def first_pass_point(name: str, model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` at the point of the step's first pass: θ, or for NSO without a clean pass
-    (lam = 0, ``clean_pass="when_needed"``) the first draw θ + sigma·ε, for bSAM the sample θ + ε/sqrt(N·s_init) (replayed from the same seed,
-    same parameter order). MSAM's only pass is at θ − rho·v/‖v‖, which is θ on a first step (no
+    (lam = 0, ``clean_pass="when_needed"``) the first draw θ + sigma·ε, for bSAM the sample
+    θ + ε/sqrt(N·s_init) (replayed from the same seed, same parameter order). MSAM's only pass is at θ − rho·v/‖v‖, which is θ on a first step (no
     first moment yet; test_msam.py checks a later step's statistics)."""
     probe = copy.deepcopy(model)
     optimizer = build(name, model)
