@@ -244,6 +244,21 @@ def test_kill_9_after_a_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path: Path,
     assert_same_training(uninterrupted, run_dir)
 
 
+def test_a_sweep_run_again_continues_its_interrupted_job_and_runs_the_rest(tmp_path: Path, uninterrupted: Path):
+    """README, "Resuming a sweep": the same -m command with its sweep directory and resume=auto."""
+    sweep = tmp_path / "sweep"
+    command = ("-m", *PREEMPTED, "seed=0,1", f"hydra.sweep.dir={sweep}", "trainer.resume=auto")
+    process = start(*command, log_dir=tmp_path)
+    wait_for(lambda: logged_steps(sweep / "0") >= 5)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=300)
+    assert process.returncode == rundir.EXIT_CODES[rundir.INTERRUPTED]
+    assert rundir.status(sweep / "0") == "interrupted" and not (sweep / "1" / rundir.SUMMARY).exists()
+    run_cli(*command, log_dir=tmp_path)
+    assert [rundir.status(sweep / job) for job in ("0", "1")] == ["completed", "completed"]
+    assert_same_training(uninterrupted, sweep / "0")
+
+
 def submitit_task() -> int:
     """The process of the running submitit_local job (``python -m submitit.core._submit``)."""
     for entry in Path("/proc").iterdir():
