@@ -32,7 +32,7 @@ def lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> Callable[[i
     ``StepLR``: ×0.2 at 30%, 60% and 80% of the epochs)."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     total = epochs * steps_per_epoch
-    per_epoch = cfg.get("interval", "step") == "epoch"
+    per_epoch = cfg.interval == "epoch"
     milestones = [round(fraction * epochs * steps_per_epoch) for fraction in cfg.get("milestones") or []]
 
     def factor(step: int) -> float:
@@ -61,5 +61,5 @@ def final_lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> float
 
 
 def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
-    """A per-step ``LambdaLR`` for the ``scheduler`` config group (cosine, step or constant)."""
+    """A per-step ``LambdaLR`` for the ``scheduler`` config group (cosine, linear, step or constant)."""
     return LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, epochs))

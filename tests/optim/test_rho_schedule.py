@@ -35,7 +35,7 @@ def two_group_gsam(rho: float = 0.6) -> GSAM:
 
 def scheduler_cfg(**kwargs):
     return OmegaConf.create({"name": "cosine", "warmup_epochs": 0, "min_lr_factor": 0.0, "step_size": 1,
-                             "gamma": 0.1, **kwargs})
+                             "gamma": 0.1, "interval": "step", **kwargs})
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")   # no optimizer step here

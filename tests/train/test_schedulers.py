@@ -10,7 +10,7 @@ from flatmin.train.schedulers import lr_factor
 
 def factor(name: str, **kwargs):
     cfg = OmegaConf.create({"name": name, "warmup_epochs": 0, "min_lr_factor": 0.0, "step_size": 10,
-                            "gamma": 0.1, **kwargs})
+                            "gamma": 0.1, "interval": "step", **kwargs})
     return lr_factor(cfg, steps_per_epoch=10, epochs=30)
 
 
