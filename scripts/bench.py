@@ -114,7 +114,7 @@ class Configuration:
         if optimizer is not None:
             torch.manual_seed(0)
             model = runtime.prepare_model(build_model(cfg.model))
-            self.stepper = Stepper(model, build_optimizer(cfg.optimizer, model), nn.CrossEntropyLoss(),
+            self.stepper = Stepper(model, build_optimizer(cfg.optimizer, model), nn.functional.cross_entropy,
                                    runtime.autocast, runtime.loss_scaler())
         self.rates: list[float] = []
 

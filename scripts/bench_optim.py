@@ -102,7 +102,7 @@ class Contestant:
         self.inputs, self.targets = make_batch(batch, device)
         self.optimizer = self.build_optimizer(method)
         runtime = Runtime(device, precision)
-        self.stepper = Stepper(self.model, self.optimizer, nn.CrossEntropyLoss(), runtime.autocast,
+        self.stepper = Stepper(self.model, self.optimizer, nn.functional.cross_entropy, runtime.autocast,
                                runtime.loss_scaler())
         self.times: list[float] = []
         self.memory = StepMemory()

@@ -218,7 +218,7 @@ def method_steps(method: str, precision: str, build: Callable[[], Any], inputs: 
     model = build().to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(option_config(method), model)
     scaler = LossScaler(device, precision == "fp16")
-    stepper = Stepper(model, optimizer, nn.CrossEntropyLoss(), lambda: autocast(device, precision), scaler)
+    stepper = Stepper(model, optimizer, nn.functional.cross_entropy, lambda: autocast(device, precision), scaler)
     params = list(model.parameters())
     losses, times = [], []
     for index in range(3 + steps):

@@ -17,6 +17,7 @@ spearman   Spearman rank correlation (STS-B)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
-from torch import Tensor, nn
+from torch import Tensor
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda predictions, targets: float(np.mean(predictions == targets)),
@@ -54,15 +55,19 @@ def smoothed_cross_entropy(smoothing: float, form: str = "torch") -> Callable[[T
       training scripts of SAM's PyTorch reference (davda54/sam ``example/utility/loss.py``,
       ``smooth_crossentropy``) and of GAM do. It is the ``torch`` form with ``s·C/(C−1)``, which is
       how it is computed here.
+
+    The function takes ``reduction`` (``mean``, or ``none`` for the per-example losses the extended
+    closure gives, ``flatmin/train/step.py``).
     """
     if form not in SMOOTHING_FORMS:
         raise ValueError(f"label smoothing form must be one of {', '.join(SMOOTHING_FORMS)}, got {form!r}")
     if form == "torch" or smoothing == 0:
-        return nn.CrossEntropyLoss(label_smoothing=smoothing)
+        return partial(F.cross_entropy, label_smoothing=smoothing)
 
-    def released(outputs: Tensor, targets: Tensor) -> Tensor:
+    def released(outputs: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         classes = outputs.shape[-1]
-        return F.cross_entropy(outputs, targets, label_smoothing=smoothing * classes / (classes - 1))
+        return F.cross_entropy(outputs, targets, label_smoothing=smoothing * classes / (classes - 1),
+                               reduction=reduction)
 
     return released
 

@@ -18,8 +18,9 @@ Buffers such as BatchNorm statistics are not interpolated. Cost: the wrapped opt
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -52,6 +53,7 @@ class Lookahead(MultiPassOptimizer):
     through them (that is no longer RAPP). ``prox = 0`` is plain Lookahead, bit for bit.
     """
 
+    evaluated = "the slow weights"
     card = Card("Lookahead; RAPP (`prox`)", "the wrapped one's", "+1 (slow weights φ)",
                 "Zhang et al., NeurIPS 2019; Pethick et al., NeurIPS 2023")
 
@@ -117,6 +119,24 @@ class Lookahead(MultiPassOptimizer):
                 continue
             distance = torch._foreach_sub(params, [self.state[p]["slow"] for p in params])    # θ − φ
             torch._foreach_add_([p.grad for p in params], distance, alpha=coefficient)
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """The slow weights φ in the model (the release evaluates them: michaelrzhang/lookahead's
+        ``_backup_and_load_cache``); nothing before the first step. The wrapped method's own
+        evaluation weights are not used: a wrapper's context is its own."""
+        params = [p for group in self.param_groups for p in group["params"] if "slow" in self.state.get(p, {})]
+        if not params:
+            yield
+            return
+        with torch.no_grad():
+            training = [p.detach().clone(memory_format=torch.preserve_format) for p in params]
+            torch._foreach_copy_(params, [self.state[p]["slow"] for p in params])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, training)
 
     def gate_tensors(self) -> list[Tensor]:
         """The wrapped method's (bSAM's ``gs``)."""

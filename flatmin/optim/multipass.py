@@ -13,10 +13,11 @@ groups (shared with the base optimizer), so schedules can change them per group 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor
@@ -25,7 +26,34 @@ from torch.optim import Optimizer
 from flatmin.optim.hyper import Card, Hyper
 from flatmin.optim.registry import register
 
-Closure = Callable[[], Tensor]
+Closure = Callable[..., Tensor]
+
+#: The keywords of the extended closure protocol (``docs/optimizers.md``, "The extended closure"):
+#: ``closure(indices=None, backward=True, per_example=False)`` with an int attribute ``batch_size``.
+EXTENDED_CLOSURE_KEYWORDS = ("indices", "backward", "per_example")
+
+
+def extended_closure_lacks(closure: Closure) -> list[str]:
+    """What ``closure`` lacks of the extended protocol (empty when it has it all): the keywords its
+    signature does not accept (a ``**kwargs`` accepts them all) and the int ``batch_size``."""
+    try:
+        parameters = inspect.signature(closure).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []
+    names = {parameter.name for parameter in parameters}
+    any_keyword = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters)
+    lacks = [f"{keyword}=" for keyword in EXTENDED_CLOSURE_KEYWORDS if not any_keyword and keyword not in names]
+    batch_size = getattr(closure, "batch_size", None)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+        lacks.append("an int attribute batch_size")
+    return lacks
+
+
+def evaluation_weights(optimizer: Optimizer) -> contextlib.AbstractContextManager[None]:
+    """``optimizer.evaluation_weights()`` for a flatmin optimizer, nothing for any other (torch's SGD)."""
+    if isinstance(optimizer, MultiPassOptimizer):
+        return optimizer.evaluation_weights()
+    return contextlib.nullcontext()
 
 #: Added to norms in fp32 or wider; 1e-12 would underflow in fp16.
 NORM_EPS = 1e-12
@@ -159,10 +187,21 @@ class MultiPassOptimizer(Optimizer):
 
     # -- the steps of an algorithm box -------------------------------------------------------
     @staticmethod
-    def take_pass(closure: Closure) -> Tensor:
-        """One forward+backward of the mini-batch at the current parameters (gradients enabled)."""
+    def take_pass(closure: Closure, **protocol: Any) -> Tensor:
+        """One forward+backward of the mini-batch at the current parameters (gradients enabled);
+        ``protocol``: the extended closure's keywords (a subset of rows, forward only, per example)."""
         with torch.enable_grad():
-            return closure()
+            return closure(**protocol)
+
+    def require_extended_closure(self, closure: Closure) -> int:
+        """The closure's ``batch_size``, or a ``TypeError`` naming what it lacks of the extended
+        protocol, raised before any pass (``docs/optimizers.md``, "The extended closure")."""
+        lacks = extended_closure_lacks(closure)
+        if lacks:
+            raise TypeError(f"{type(self).__name__} needs a closure of the extended protocol, closure(indices=None, "
+                            "backward=True, per_example=False) with an int attribute batch_size; this one lacks "
+                            f"{', '.join(lacks)}")
+        return closure.batch_size
 
     def active(self, with_grad: bool = True) -> ActiveParams:
         """Per param group, the parameters that have a gradient (the others are never touched);
@@ -254,6 +293,19 @@ class MultiPassOptimizer(Optimizer):
         if ran:
             self.base_optimizer.step()
         return ran
+
+    # -- what is evaluated ---------------------------------------------------------------------
+    #: What :meth:`evaluation_weights` puts in the model, in words ("the slow weights"), when it is
+    #: not the training weights themselves; None for a method that evaluates its training weights.
+    evaluated: ClassVar[str | None] = None
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """Inside, the parameters are the weights to evaluate and to save as the model (Lookahead's
+        slow weights, an average); on exit the training weights are back, bit for bit, even after an
+        exception (``docs/optimizers.md``, "Evaluation weights"). The training weights themselves
+        for every method that does not say otherwise."""
+        yield
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

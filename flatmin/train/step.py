@@ -15,7 +15,9 @@ Around it this module enforces the rules the methods rely on:
   gradient, and the final ``G`` is averaged across replicas by one all-reduce (with the fp16
   overflow flag, so all replicas skip together);
 * the first pass's outputs (what the trainer's accuracy counts) are copied out of the model's
-  output memory, which a CUDA-graph replay of the next pass reuses.
+  output memory, which a CUDA-graph replay of the next pass reuses;
+* the closure is the extended protocol's (:class:`ExtendedClosure`): a pass on some rows of the
+  micro-batch, a forward-only pass, per-example losses, under every rule above.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ class Stepper:
 
     ``accumulate`` micro-batches make one optimizer step; ``step`` returns True when a base step
     was taken or skipped for overflow (the scheduler then advances), False while accumulating.
-    A ``DistributedDataParallel`` model switches on the DDP rules above.
+    A ``DistributedDataParallel`` model switches on the DDP rules above. The closure it builds is
+    an :class:`ExtendedClosure`; ``loss_fn(outputs, targets)`` gives the mean loss and, for the
+    protocol's per-example and forward-only calls, takes ``reduction="none"`` (as
+    ``torch.nn.functional.cross_entropy`` does).
     """
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -87,6 +92,7 @@ class Stepper:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.batchnorm = BatchNormFirstPass(model)
         self.passes = 0
+        self.forward_only_passes = 0
         self.micro_steps = 0
         self._micro_batch = 0
         self._group_size = accumulate
@@ -99,25 +105,10 @@ class Stepper:
 
     def step(self, inputs: Any, targets: Tensor, group_size: int | None = None) -> tuple[Tensor, Tensor, bool]:
         """One micro-batch through the optimizer. ``group_size`` shortens the last accumulation
-        group of an epoch. Returns the first pass's loss and outputs, and whether a step ended."""
+        group of an epoch. Returns the method's loss, the outputs each example got from the first
+        pass that saw it, and whether a step ended."""
         self._group_size = group_size or self.accumulate
-        first: dict[str, Tensor] = {}
-
-        def closure() -> Tensor:
-            self.batchnorm.begin_pass()
-            self.model.zero_grad(set_to_none=True)
-            with self._passes_context():
-                with self.autocast():
-                    outputs = self.model(inputs)
-                    loss = self.loss_fn(outputs, targets)
-                self.scaler.backward(loss, self.params)
-            self.passes += 1
-            if "outputs" not in first:
-                # A copy, not a view: under CUDA graphs (compile_mode=reduce-overhead) the next pass
-                # replays the graph into the same output memory, which would overwrite them.
-                first["outputs"] = outputs.detach().clone()
-            return loss.detach()
-
+        closure = ExtendedClosure(self, inputs, targets)
         self.batchnorm.begin_step()
         try:
             if isinstance(self.optimizer, MultiPassOptimizer):
@@ -134,7 +125,7 @@ class Stepper:
         if ended:
             self._micro_batch = 0
             self.scaler.update()
-        return loss, first["outputs"], ended
+        return loss, closure.first_outputs(), ended
 
     def _gate(self) -> bool:
         """Between ``G`` in ``.grad`` and the base step: accumulate, average replicas, skip on overflow, clip."""
@@ -159,8 +150,90 @@ class Stepper:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"passes": self.passes, "micro_steps": self.micro_steps, "scaler": self.scaler.state_dict()}
+        return {"passes": self.passes, "forward_only_passes": self.forward_only_passes,
+                "micro_steps": self.micro_steps, "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.passes, self.micro_steps = state["passes"], state["micro_steps"]
+        self.forward_only_passes = state.get("forward_only_passes", 0)   # absent before the extended closure
         self.scaler.load_state_dict(state["scaler"])
+
+
+def rows(inputs: Any, indices: Tensor) -> Any:
+    """The rows ``indices`` of a batch's inputs: a tensor, or a dict of tensors (a tokenised text batch)."""
+    if isinstance(inputs, dict):
+        return {name: value[indices.to(value.device)] for name, value in inputs.items()}
+    return inputs[indices.to(inputs.device)]
+
+
+class ExtendedClosure:
+    """The closure a :class:`Stepper` gives ``optimizer.step`` for one micro-batch: the extended
+    protocol ``closure(indices=None, backward=True, per_example=False)`` with ``batch_size``
+    (``docs/optimizers.md``, "The extended closure"), of which ``closure()`` is the ordinary pass.
+
+    Every call is a pass under the Stepper's rules: BatchNorm statistics are kept from the first
+    call of the step, whatever rows it saw; a backward pass runs under DDP's ``no_sync`` and the
+    loss scaler, which unscales its gradients and checks them for overflow; every call counts in
+    ``Stepper.passes``, and a forward-only one also in ``Stepper.forward_only_passes``. A pass on
+    some rows back-propagates the mean loss of those rows.
+    """
+
+    def __init__(self, stepper: Stepper, inputs: Any, targets: Tensor) -> None:
+        self.stepper = stepper
+        self.inputs = inputs
+        self.targets = targets
+        self.batch_size = len(targets)
+        self._outputs: Tensor | None = None      # each row's outputs from the first call that saw it
+        self._seen: Tensor | None = None         # which rows have them, once a first call saw only some
+
+    def __call__(self, indices: Tensor | None = None, backward: bool = True, per_example: bool = False) -> Tensor:
+        stepper = self.stepper
+        if indices is None:
+            inputs, targets = self.inputs, self.targets
+        else:
+            inputs, targets = rows(self.inputs, indices), self.targets[indices.to(self.targets.device)]
+        stepper.batchnorm.begin_pass()
+        stepper.passes += 1
+        if not backward:
+            stepper.forward_only_passes += 1
+            with torch.no_grad(), stepper.autocast():
+                outputs = stepper.model(inputs)
+                losses = stepper.loss_fn(outputs, targets, reduction="none")
+            self._keep_outputs(outputs, indices)
+            return losses.detach()
+        stepper.model.zero_grad(set_to_none=True)
+        with stepper._passes_context():
+            with stepper.autocast():
+                outputs = stepper.model(inputs)
+                if per_example:
+                    losses = stepper.loss_fn(outputs, targets, reduction="none")
+                    loss = losses.mean()
+                else:
+                    loss = stepper.loss_fn(outputs, targets)
+            stepper.scaler.backward(loss, stepper.params)
+        self._keep_outputs(outputs, indices)
+        return losses.detach() if per_example else loss.detach()
+
+    def _keep_outputs(self, outputs: Tensor, indices: Tensor | None) -> None:
+        """Keep each row's outputs from the first call that saw it (what the trainer's accuracy
+        counts). Copies, not views: under CUDA graphs (compile_mode=reduce-overhead) the next pass
+        replays the graph into the same output memory."""
+        if self._outputs is not None and self._seen is None:
+            return                                           # a call on every row came first
+        if indices is None and self._outputs is None:
+            self._outputs = outputs.detach().clone()
+            return
+        if self._outputs is None:
+            self._outputs = outputs.new_zeros((self.batch_size, *outputs.shape[1:]))
+            self._seen = torch.zeros(self.batch_size, dtype=torch.bool, device=outputs.device)
+        positions = torch.arange(self.batch_size, device=outputs.device) if indices is None \
+            else indices.to(outputs.device)
+        new = ~self._seen[positions]
+        self._outputs[positions[new]] = outputs.detach()[new]
+        self._seen[positions] = True
+
+    def first_outputs(self) -> Tensor:
+        """Every row's outputs from the first pass that saw it."""
+        if self._outputs is None:
+            raise RuntimeError("the optimizer's step took no pass")
+        return self._outputs

@@ -49,12 +49,25 @@ MODELS = {"mlp": (mlp, batches), "convbn": (convnet, image_batches)}
 
 
 def closure_for(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, calls: list):
-    def closure():
-        calls.append(1)
+    """A closure of the extended protocol (``closure(indices=None, backward=True, per_example=False)``
+    with ``batch_size``), written as a user would; ``calls`` gets one entry per call, the call's
+    keywords."""
+    def closure(indices=None, backward=True, per_example=False):
+        calls.append({"indices": indices, "backward": backward, "per_example": per_example})
+        rows_x, rows_y = (x, y) if indices is None else (x[indices], y[indices])
+        if not backward:
+            with torch.no_grad():
+                return nn.functional.cross_entropy(model(rows_x), rows_y, reduction="none")
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        outputs = model(rows_x)
+        if per_example:
+            losses = nn.functional.cross_entropy(outputs, rows_y, reduction="none")
+            losses.mean().backward()
+            return losses.detach()
+        loss = nn.functional.cross_entropy(outputs, rows_y)
         loss.backward()
-        return loss
+        return loss.detach()
+    closure.batch_size = len(y)
     return closure
 
 
