@@ -344,6 +344,8 @@ class Trainer:
             **best_test,
             **({rundir.RESUMES: self.resumes} if self.resumes else {}),
             "passes_per_step": self.stepper.passes / micro_steps,
+            **({"forward_only_passes_per_step": self.stepper.forward_only_passes / micro_steps}
+               if self.stepper.forward_only_passes else {}),
             "train_time_s": self.train_time_s,
             "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
             "peak_memory_mb": memory,
