@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import BSAM, FriendlySAM, GAM, GNP, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, VaSSO, WSAM
+from flatmin.optim import (BSAM, ESAM, GAM, GNP, GSAM, MSAM, NSO, RWP, SAM, TRACER, WSAM, FriendlySAM, LookSAM,
+                           Lookahead, VaSSO)
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -157,4 +158,8 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
     "bsam": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000), 2),
     "rapp": (lambda params: Lookahead(torch.optim.SGD(params, lr=0.1), k=2, prox="auto"), 1),
+    "esam": (lambda params: ESAM(params, torch.optim.SGD, rho=0.05, beta=0.6, gamma=0.5, **SGD_KWARGS), 3),
+    "esam_no_selection": (lambda params: ESAM(params, torch.optim.SGD, rho=0.05, beta=0.6, gamma=1.0, **SGD_KWARGS), 2),
+    "rwp": (lambda params: RWP(params, torch.optim.SGD, sigma=0.05, lam=0.5, **SGD_KWARGS), 2),
+    "marwp": (lambda params: RWP(params, torch.optim.SGD, sigma=0.05, lam=0.5, eta=0.1, beta=0.99, **SGD_KWARGS), 2),
 }
