@@ -111,6 +111,9 @@ RESUMABLE = {
     "gsam-rho-schedule": ("optimizer=gsam", "optimizer.schedules.rho=proportional_to_lr", "optimizer.rho_min=0.5",
                           "scheduler.min_lr_factor=0.1"),
     "wsam": ("optimizer=wsam",),
+    "esam": ("optimizer=esam",),
+    "rwp": ("optimizer=rwp",),
+    "marwp": ("optimizer=marwp",),
 }
 
 
