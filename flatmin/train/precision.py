@@ -77,6 +77,12 @@ class LossScaler:
         for grads in by_dtype.values():
             torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, inverse)
 
+    def check_losses(self, losses: Tensor) -> None:
+        """A forward-only pass (the extended closure's ``backward=False``) has no gradients to check:
+        under fp16 its losses are checked instead, so that an overflow there too skips the step."""
+        if self.enabled:
+            torch.maximum(self.found_inf, (~torch.isfinite(losses)).any().float(), out=self.found_inf)
+
     def overflowed(self) -> bool:
         """Whether any pass since the last :meth:`update` produced inf/NaN (one host sync)."""
         return self.enabled and bool(self.found_inf.item())

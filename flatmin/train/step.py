@@ -173,7 +173,8 @@ class ExtendedClosure:
 
     Every call is a pass under the Stepper's rules: BatchNorm statistics are kept from the first
     call of the step, whatever rows it saw; a backward pass runs under DDP's ``no_sync`` and the
-    loss scaler, which unscales its gradients and checks them for overflow; every call counts in
+    loss scaler, which unscales its gradients and checks them for overflow (a forward-only pass's
+    losses are checked instead); every call counts in
     ``Stepper.passes``, and a forward-only one also in ``Stepper.forward_only_passes``. A pass on
     some rows back-propagates the mean loss of those rows.
     """
@@ -199,6 +200,7 @@ class ExtendedClosure:
             with torch.no_grad(), stepper.autocast():
                 outputs = stepper.model(inputs)
                 losses = stepper.loss_fn(outputs, targets, reduction="none")
+            stepper.scaler.check_losses(losses)
             self._keep_outputs(outputs, indices)
             return losses.detach()
         stepper.model.zero_grad(set_to_none=True)

@@ -153,3 +153,23 @@ def test_plain_closure_is_refused_with_a_type_error_naming_the_protocol():
         "batch_size")
     keywords_closure.batch_size = 4                   # a **kwargs closure with batch_size has the protocol
     assert optimizer.require_extended_closure(keywords_closure) == 4
+
+
+def test_an_fp16_overflow_in_a_forward_only_call_skips_the_base_step_too():
+    x, y = batch()
+    calls = []
+
+    def overflow_in_the_forward_only_call(outputs, targets, reduction="mean"):
+        calls.append(reduction)
+        loss = nn.functional.cross_entropy(outputs, targets, reduction=reduction)
+        return loss * float("inf") if reduction == "none" else loss
+
+    model = bn_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = Scripted(model.parameters(), [{}, {"backward": False}, {}])
+    scaler = LossScaler(CPU, enabled=True)
+    Stepper(model, optimizer, overflow_in_the_forward_only_call, contextlib.nullcontext, scaler).step(x, y)
+    assert calls == ["mean", "none", "mean"]
+    assert scaler.scale.item() == 2.0 ** 15
+    for p, q in zip(model.parameters(), before):
+        assert torch.equal(p, q)
