@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.optim.swa_utils import update_bn
 
+from flatmin.data import build_dataset, make_loaders
+from flatmin.models import build_model
 from flatmin.optim import build_optimizer
 from flatmin.optim.registry import options
 from flatmin.train import Trainer, run
+from flatmin.train.step import Stepper
 from flatmin.rundir import load_checkpoint
 from tests.conftest import run_cli
 
@@ -226,10 +231,10 @@ def test_a_pass_budget_gives_each_method_equal_compute(cfg_factory, optimizer: s
 SWA_EPOCHS = ("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.interval=epoch",
               "optimizer.averaging.start=20", "optimizer.averaging.every=1", "optimizer.averaging.swa_lr=0.05",
               "optimizer.averaging.anneal_epochs=5")
+EMA_OVER_SAM = ("optimizer=sam", "optimizer.averaging.kind=ema", "optimizer.averaging.decay=0.95")
 
 
-@pytest.mark.parametrize("overrides", [("optimizer=sam", "optimizer.averaging.kind=ema", "optimizer.averaging.decay=0.95"),
-                                       SWA_EPOCHS], ids=["sam-ema", "sgd-swa"])
+@pytest.mark.parametrize("overrides", [EMA_OVER_SAM, SWA_EPOCHS], ids=["sam-ema", "sgd-swa"])
 def test_weight_averaging_reaches_the_accuracy_bar(tmp_path: Path, overrides: tuple[str, ...]):
     run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", log_dir=tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -263,21 +268,12 @@ def test_lookahead_best_checkpoint_holds_the_slow_weights_and_summary_both_tests
 
 def parameter_names_in_group_order(cfg) -> list[str]:
     """The model's parameter names in the order of the optimizer's param groups (its state's indices)."""
-    from flatmin.models import build_model
-
     model = build_model(cfg.model)
     name_of = {id(param): name for name, param in model.named_parameters()}
     return [name_of[id(p)] for group in build_optimizer(cfg.optimizer, model).param_groups for p in group["params"]]
 
 
 def test_swa_best_checkpoint_has_update_bn_statistics_and_last_the_training_ones(cfg_factory):
-    from itertools import islice
-
-    from torch.optim.swa_utils import update_bn
-
-    from flatmin.data import build_dataset, make_loaders
-    from flatmin.models import build_model
-
     cfg = cfg_factory("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.start=2",
                       "trainer.epochs=1", "trainer.limit_train_batches=7")
     summary = run(cfg)
@@ -327,8 +323,6 @@ def test_averaging_does_not_change_the_training_run(cfg_factory, kind: str):
 def test_swa_resumed_mid_epoch_continues_bit_for_bit(cfg_factory, monkeypatch):
     """A mid-epoch checkpoint (step 10 of 14): the resumed epoch skips its first 3 batches, and
     update_bn at its end must still see the whole epoch."""
-    from flatmin.train.step import Stepper
-
     overrides = ("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.start=3",
                  "optimizer.averaging.swa_lr=0.02", "trainer.epochs=2", "trainer.limit_train_batches=7",
                  "trainer.checkpoint_every_n_steps=5")
