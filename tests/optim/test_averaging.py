@@ -9,8 +9,7 @@ import torch
 from timm.utils.model_ema import ModelEmaV3
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn
 
-from flatmin.optim import SAM, Lookahead
-from flatmin.optim.averaging import WeightAveraging
+from flatmin.optim import SAM, Lookahead, WeightAveraging
 from flatmin.optim.multipass import evaluation_weights
 from tests.optim.common import SGD_KWARGS, batches, convnet, image_batches, mlp, stepper_for, train
 
