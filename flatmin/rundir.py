@@ -41,6 +41,9 @@ RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 COMPLETED, FAILED, DIVERGED, INTERRUPTED, UNFINISHED = "completed", "failed", "diverged", "interrupted", "unfinished"
 STATUS, ERROR, FINAL, BEST_VAL, TEST, BEST_TEST = "status", "error", "final", "best_val", "test", "best_test_over_epochs"
 SHARPNESS, CHOICES, RESUMES = "sharpness", "choices", "resumes"
+#: What the optimizer evaluates when not its training weights ("the slow weights"), and, under ``test``,
+#: the test metrics of the final training weights themselves (``docs/optimizers.md``, "Evaluation weights").
+EVALUATED, LAST_TRAINING_WEIGHTS = "evaluated", "last_training_weights"
 
 #: The command line's exit status for each outcome (README, "When things go wrong").
 EXIT_CODES = {COMPLETED: 0, FAILED: 1, "bad input": 2, DIVERGED: 3, INTERRUPTED: 4}

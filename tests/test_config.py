@@ -119,6 +119,22 @@ INVALID = [
     (["optimizer.lookahead.enabled=yes"], "optimizer.lookahead.enabled must be true or false (got 'yes')."),
     (["optimizer.lookahead.k=0"], "optimizer.lookahead.k must be a positive integer (got 0)."),
     (["optimizer=gam", "optimizer.lookahead.alpha=2"], "optimizer.lookahead.alpha must be a number in [0, 1] (got 2)."),
+    (["optimizer.averaging.kind=mean"], "optimizer.averaging.kind must be one of none, ema, swa (got 'mean')."),
+    (["optimizer=sam", "optimizer.averaging.decay=1.5"],
+     "optimizer.averaging.decay must be a number in [0, 1] (got 1.5)."),
+    (["optimizer.averaging.every=0"], "optimizer.averaging.every must be a positive integer (got 0)."),
+    (["optimizer.averaging.start=-3"], "optimizer.averaging.start must be a non-negative integer (got -3)."),
+    (["optimizer.averaging.interval=minute"],
+     "optimizer.averaging.interval must be one of step, epoch (got 'minute')."),
+    (["optimizer.averaging.kind=swa", "optimizer.averaging.anneal_epochs=2.5"],
+     "optimizer.averaging.anneal_epochs must be a non-negative integer (got 2.5)."),
+    (["optimizer.averaging.kind=swa", "optimizer.averaging.anneal_strategy=exp"],
+     "optimizer.averaging.anneal_strategy must be one of cos, linear (got 'exp')."),
+    (["optimizer.averaging.kind=swa", "optimizer.averaging.swa_lr=0"],
+     "optimizer.averaging.swa_lr must be null or a number > 0 (got 0)."),
+    (["optimizer.averaging.kind=ema", "optimizer.averaging.swa_lr=0.05"],
+     "optimizer.averaging.swa_lr (0.05) is the SWA learning rate, and optimizer.averaging.kind is 'ema'; set "
+     "kind=swa or swa_lr=null."),
     (["trainer.resume=/no/such/checkpoint.pt"],
      "trainer.resume must be null, auto, or the path of an existing checkpoint or run directory "
      "(got '/no/such/checkpoint.pt')."),
@@ -135,7 +151,8 @@ def test_invalid_values_give_one_sentence(tmp_path: Path, overrides: list[str], 
 @pytest.mark.parametrize(("overrides", "key"), [(["optimizer.lr=-1"], "optimizer.lr"),
                                                 (["optimizer=sam", "optimizer.rho=-1"], "optimizer.rho"),
                                                 (["trainer.epochs=0"], "trainer.epochs"),
-                                                (["dataset.batch_size=0"], "dataset.batch_size")])
+                                                (["dataset.batch_size=0"], "dataset.batch_size"),
+                                                (["optimizer.averaging.every=0"], "optimizer.averaging.every")])
 def test_command_line_exits_nonzero_with_the_sentence(tmp_path: Path, overrides: list[str], key: str):
     result = run_cli(*overrides, log_dir=tmp_path, check=False)
     assert result.returncode == 2

@@ -16,9 +16,11 @@ for _module in pkgutil.iter_modules(__path__):
 globals().update({cls.__name__: cls for cls in METHODS.values()})
 
 from flatmin.optim.build import BASE_OPTIMIZERS, build_hyper_schedule, build_optimizer, param_groups  # noqa: E402
+from flatmin.optim.averaging import WeightAveraging  # noqa: E402
 from flatmin.optim.lookahead import Lookahead  # noqa: E402
 from flatmin.optim.schedules import HyperparameterSchedule  # noqa: E402
 
 __all__ = ["BASE_OPTIMIZERS", "METHODS", "NORM_EPS", "HyperparameterSchedule", "Lookahead", "MultiPassOptimizer",
-           "build_hyper_schedule", "build_optimizer", "global_norm", "method_label", "method_table", "param_groups",
+           "WeightAveraging", "build_hyper_schedule", "build_optimizer", "global_norm", "method_label", "method_table",
+           "param_groups",
            *sorted(cls.__name__ for cls in METHODS.values())]

@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from flatmin.checks import NON_NEGATIVE, listing
 from flatmin.errors import ConfigError
+from flatmin.optim.averaging import WeightAveraging
 from flatmin.optim.lookahead import Lookahead
 from flatmin.optim.registry import COMMON_BLOCK, METHODS
 from flatmin.optim.schedules import HyperparameterSchedule
@@ -73,6 +74,10 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
         if key in cfg and not hyper.check(cfg[key]):
             raise ConfigError(f"optimizer.{key} must be {hyper.check.requirement} (got {cfg[key]!r}).")
     check_rho_min(cfg)
+    averaging = cfg.get("averaging") or {}
+    if averaging.get("swa_lr") is not None and averaging.get("kind") != "swa":
+        raise ConfigError(f"optimizer.averaging.swa_lr ({averaging['swa_lr']!r}) is the SWA learning rate, and "
+                          f"optimizer.averaging.kind is {averaging.get('kind')!r}; set kind=swa or swa_lr=null.")
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
@@ -123,15 +128,19 @@ def build_base(cfg: Mapping[str, Any], groups: list[dict[str, Any]]) -> Optimize
 
 
 def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
-                    train_size: int | None = None) -> Optimizer:
+                    train_size: int | None = None, steps_per_epoch: int | None = None) -> Optimizer:
     """Build the optimizer of the ``optimizer`` config group for ``model``.
 
     ``cfg.method`` is null (the base optimizer alone) or a registered method wrapping the base
     optimizer ``cfg.base``, or a full optimizer (``full_optimizer``: bSAM) built on the param groups
-    with its own hyperparameters; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead. The
-    result follows the ``step(closure)`` contract. A value the base optimizer or the method refuses
-    is a :class:`ConfigError` naming it. ``train_size``, the training split's size, is what a
-    method's ``num_data: null`` stands for (without it, :data:`TRAIN_SIZE_WITHOUT_DATASET`).
+    with its own hyperparameters; with ``cfg.lookahead.enabled`` either is wrapped in Lookahead, and
+    with ``cfg.averaging.kind`` ema or swa the whole is wrapped in :class:`WeightAveraging` (the
+    outermost wrapper; it averages the model's buffers too, EMA). The result follows the
+    ``step(closure)`` contract. A value the base optimizer or the method refuses is a
+    :class:`ConfigError` naming it. ``train_size``, the training split's size, is what a method's
+    ``num_data: null`` stands for (without it, :data:`TRAIN_SIZE_WITHOUT_DATASET`);
+    ``steps_per_epoch`` converts ``averaging.interval: epoch`` into steps (without it, a build that
+    trains on no dataset, an epoch counts as one step).
     """
     check_optimizer_config(cfg)
     method = METHODS.get(cfg.get("method"))
@@ -155,7 +164,22 @@ def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
     lookahead = cfg.get("lookahead")
     if lookahead is not None and lookahead["enabled"]:
         optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead["alpha"], prox=lookahead.get("prox", 0.0))
+    averaging = cfg.get("averaging")
+    if averaging is not None and averaging["kind"] != "none":
+        start, every = averaging_steps(averaging, steps_per_epoch)
+        try:
+            optimizer = WeightAveraging(optimizer, kind=averaging["kind"], decay=averaging["decay"], start=start,
+                                        every=every, buffers=model.buffers())
+        except ValueError as error:
+            raise ConfigError(f"optimizer.averaging refuses these settings: {error}.") from error
     return optimizer
+
+
+def averaging_steps(averaging: Mapping[str, Any], steps_per_epoch: int | None) -> tuple[int, int]:
+    """``averaging.start`` and ``averaging.every`` in base steps: as given with ``interval: step``,
+    times ``steps_per_epoch`` with ``interval: epoch`` (1 when not given: a build without a dataset)."""
+    factor = (steps_per_epoch or 1) if averaging.get("interval", "step") == "epoch" else 1
+    return averaging["start"] * factor, averaging["every"] * factor
 
 
 def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int,

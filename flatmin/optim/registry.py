@@ -85,7 +85,7 @@ def method_label(settings: Mapping[str, Any]) -> str:
 
 def method_table() -> str:
     """The README's method table: the base optimizers, each registered method (with the options
-    that use it) and the wrappers, from their declarations."""
+    that use it) and the wrappers (Lookahead, weight averaging), from their declarations."""
     using: dict[str, list[str]] = {}
     for option, own in options().items():
         using.setdefault("lookahead" if proximal_lookahead(own) else own.get("method") or "", []).append(option)
@@ -102,4 +102,9 @@ def method_table() -> str:
     proximal = "".join(f", `{option}`" for option in using.get("lookahead", []))
     rows.append(f"| {card.title} | `optimizer.lookahead.enabled=true` over any of them{proximal} | {card.passes} | "
                 f"{card.buffers} | {card.source} |")
+    from flatmin.optim.averaging import WeightAveraging
+
+    card = WeightAveraging.card
+    rows.append(f"| {card.title} | `optimizer.averaging.kind=ema` or `=swa` over any of them (outermost) | "
+                f"{card.passes} | {card.buffers} | {card.source} |")
     return "\n".join(rows)

@@ -83,7 +83,11 @@ class PaperTable:
     notes: tuple[str, ...] = ()
 
 
-MODEL_NAMES = {"last": "final model", "best_val": "best-validation model"}
+#: The models summary.json tests, by key under ``test``. ``last_training_weights``: the final training
+#: weights of a run whose optimizer evaluates other weights (``evaluated``: Lookahead's slow weights, a
+#: weight average), which ``last`` and ``best_val`` then are.
+MODEL_NAMES = {"last": "final model", "best_val": "best-validation model",
+               "last_training_weights": "final training weights"}
 
 
 def error_percent(model: str) -> Metric:

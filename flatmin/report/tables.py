@@ -20,11 +20,14 @@ from typing import Any, Iterable, Sequence
 from flatmin.report.published import (BEST_EPOCH_ON_TEST, BEST_TEST_RECORD, FINAL_DEV_ACCURACY, MODEL_NAMES,
                                       PAPER_TABLES, Heading, Metric, accuracy_percent)
 from flatmin.report.runs import Run
+from flatmin.rundir import EVALUATED, LAST_TRAINING_WEIGHTS
 from flatmin.report.stats import Summary, summarise
 
 # The generic table's metric: the first of these that some run has (without a validation split
 # there is no best-validation model; GLUE has no labelled test split).
 GENERIC_METRICS = (accuracy_percent("best_val"), accuracy_percent("last"), FINAL_DEV_ACCURACY)
+#: The final training weights' test accuracy (%), beside the evaluated weights' (see :func:`generic_table`).
+TRAINING_WEIGHTS_ACCURACY = accuracy_percent(LAST_TRAINING_WEIGHTS)
 # Metric names shown ×100, and the unit that says so.
 PERCENT_UNITS = {"accuracy": "%", "f1": "%", "mcc": "×100", "pearson": "×100", "spearman": "×100"}
 _ABSENT = object()
@@ -161,14 +164,27 @@ def lay_out(title: str, metric: Metric, rows: Sequence[Heading], columns: Sequen
 
 def generic_table(title: str, groups: Sequence[Group]) -> Table:
     """Rows = method, columns = dataset, of the first of :data:`GENERIC_METRICS` some run has;
-    ``title`` is followed by that metric's label."""
+    ``title`` is followed by that metric's label. Where some run evaluates other weights than it
+    trains (summary.json's ``evaluated``: Lookahead's slow weights, a weight average), each dataset
+    also gets a column of the final training weights' test accuracy, and a note says so."""
     metric = next((metric for metric in GENERIC_METRICS
                    if any(metric.read(run.summary) is not None for group in groups for run in group.runs)),
                   GENERIC_METRICS[0])
     methods = sorted({group.facets["method"] for group in groups}, key=str)
     datasets = sorted({group.facets["dataset"] for group in groups}, key=str)
+    columns = [Heading(str(d), {"dataset": d}) for d in datasets]
+    evaluated = sorted({run.summary[EVALUATED] for group in groups for run in group.runs
+                        if run.summary.get(EVALUATED)})
+    notes: tuple[str, ...] = ()
+    if evaluated and metric.path[0] == "test":
+        columns = [column for d in datasets for column in (
+            Heading(str(d), {"dataset": d}),
+            Heading(f"{d}, {MODEL_NAMES[LAST_TRAINING_WEIGHTS]}", {"dataset": d}, TRAINING_WEIGHTS_ACCURACY))]
+        notes = (f"Some runs evaluate and save other weights than they train ({', '.join(evaluated)}): their "
+                 f"dataset columns are those weights; the '{MODEL_NAMES[LAST_TRAINING_WEIGHTS]}' columns are their "
+                 "final training weights' test accuracy.",)
     table, _ = lay_out(title + metric.label, metric, [Heading(str(m), {"method": m}) for m in methods],
-                       [Heading(str(d), {"dataset": d}) for d in datasets], groups, corner="method")
+                       columns, groups, notes=notes, corner="method")
     return table
 
 
@@ -191,9 +207,9 @@ def detail_metrics(groups: Sequence[Group], best_on_test: bool = False) -> list[
         for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max"), ("m_sharpness", "m-sharpness")):
             if key in (run.summary.get("sharpness") or {}):
                 found.setdefault(("sharpness", key), Metric(label, ("sharpness", key), digits=None))
-    order = {("test", "last"): 0, ("test", "best_val"): 1, (BEST_TEST_RECORD,): 2, ("final",): 3, ("best_val",): 4,
-             ("sharpness",): 5}
-    return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 6)), m.path))
+    order = {("test", "last"): 0, ("test", "best_val"): 1, ("test", LAST_TRAINING_WEIGHTS): 2, (BEST_TEST_RECORD,): 3,
+             ("final",): 4, ("best_val",): 5, ("sharpness",): 6}
+    return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 7)), m.path))
 
 
 def _scaled(label: str, path: tuple[str, ...]) -> Metric:

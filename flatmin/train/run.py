@@ -31,7 +31,7 @@ from flatmin.train.distributed import replica_seed
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
 from flatmin.train.runtime import Runtime
 from flatmin.train.preemption import RunInterrupted, StopControl
-from flatmin.train.schedulers import build_scheduler, final_lr_factor
+from flatmin.train.schedulers import build_scheduler, build_swa_schedule, final_lr_factor
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer, optimizer_steps_per_epoch
 
@@ -216,9 +216,10 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     module = build_model(cfg.model)
     if cfg.trainer.sharpness:
         select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
-    optimizer = build_optimizer(cfg.optimizer, module.to(device), train_size=len(splits.train))
-    model = runtime.prepare_model(module)
     steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
+    optimizer = build_optimizer(cfg.optimizer, module.to(device), train_size=len(splits.train),
+                                steps_per_epoch=steps_per_epoch)
+    model = runtime.prepare_model(module)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
     hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs,
                                           final_lr_factor(cfg.scheduler, steps_per_epoch, cfg.trainer.epochs),
@@ -233,7 +234,7 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
     failed = True
     try:
         trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, runtime, run_dir, loggers,
-                          config, Task.from_config(cfg.dataset), stop)
+                          config, Task.from_config(cfg.dataset), stop, build_swa_schedule(cfg.optimizer))
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, run_dir / rundir.LAST, changes)
             log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.global_step)
@@ -252,7 +253,8 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
             loggers = Loggers([])
             stop.hand_over()
         if cfg.trainer.sharpness and replica.is_main:
-            summary["sharpness"] = measure_final_model(cfg, module, splits, device)
+            with trainer.evaluation_weights():        # the model that is evaluated (Lookahead's slow weights, …)
+                summary["sharpness"] = measure_final_model(cfg, module, splits, device)
         summary["choices"] = hydra_context()["choices"]
         if replica.is_main:
             rundir.write_json(summary, run_dir / rundir.SUMMARY)

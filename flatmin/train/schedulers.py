@@ -10,11 +10,14 @@ schedule reaches both.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import SWALR
 
 
 def cosine(progress: float, min_factor: float) -> float:
@@ -63,3 +66,26 @@ def final_lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> float
 def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
     """A per-step ``LambdaLR`` for the ``scheduler`` config group (cosine, linear, step or constant)."""
     return LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, epochs))
+
+
+@dataclass(frozen=True)
+class SwaSchedule:
+    """``optimizer.averaging.swa_lr``: after the averaging's ``start`` the trainer leaves the run's LR
+    schedule for ``torch.optim.swa_utils.SWALR``, stepped once per epoch (torch's SWA example): it
+    anneals each group's LR from where the run's schedule left it to ``swa_lr`` over
+    ``anneal_epochs`` epochs (``cos`` or ``linear``), then holds it."""
+
+    swa_lr: float
+    anneal_epochs: int
+    anneal_strategy: str
+
+    def build(self, optimizer: Optimizer) -> SWALR:
+        return SWALR(optimizer, self.swa_lr, self.anneal_epochs, self.anneal_strategy)
+
+
+def build_swa_schedule(optimizer_cfg: Mapping[str, Any]) -> SwaSchedule | None:
+    """The SWA LR schedule of an ``optimizer`` config (``averaging.kind: swa`` with ``swa_lr``), or None."""
+    averaging = optimizer_cfg.get("averaging") or {}
+    if averaging.get("kind") != "swa" or averaging.get("swa_lr") is None:
+        return None
+    return SwaSchedule(averaging["swa_lr"], averaging["anneal_epochs"], averaging["anneal_strategy"])

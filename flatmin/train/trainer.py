@@ -16,6 +16,7 @@ to report (accuracy; GLUE's F1, MCC, Pearson/Spearman).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import resource
@@ -23,13 +24,14 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import SWALR, update_bn
 from tqdm import tqdm
 
 from flatmin.data import Loaders
@@ -37,11 +39,14 @@ from flatmin.data.metrics import CLASSIFICATION, Task
 from flatmin import rundir
 from flatmin.errors import CheckpointError, DivergedError
 from flatmin.optim import HyperparameterSchedule
+from flatmin.optim.averaging import WeightAveraging
+from flatmin.optim.multipass import evaluation_weights
 from flatmin.rundir import load_checkpoint, save_checkpoint
 from flatmin.train.distributed import barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
 from flatmin.train.preemption import RunInterrupted, StopControl
 from flatmin.train.runtime import Runtime
+from flatmin.train.schedulers import SwaSchedule
 from flatmin.train.seeding import rng_state, set_rng_state
 from flatmin.train.step import Stepper
 
@@ -98,13 +103,19 @@ class Trainer:
     """Trains ``model`` with ``optimizer`` as configured by the ``trainer`` config group.
 
     After every optimizer step the LR ``scheduler`` steps, then ``hyper_schedule`` (the method's
-    scheduled hyperparameters, e.g. NSO's sigma, which may follow the new learning rate).
+    scheduled hyperparameters, e.g. NSO's sigma, which may follow the new learning rate). With
+    ``swa_schedule`` (SWA's ``swa_lr``) the LR scheduler gives way, after the averaging's start, to
+    ``SWALR``, stepped once per epoch.
+
+    Everything evaluated (validation, the extra splits, the per-epoch and final tests) and ``best.pt``
+    are the optimizer's evaluation weights (:meth:`evaluation_weights`: Lookahead's slow weights, a
+    weight average); ``last.pt`` holds the training weights, from which a resume continues.
     """
 
     def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
                  hyper_schedule: HyperparameterSchedule, loaders: Loaders, runtime: Runtime, run_dir: Path,
                  loggers: Loggers, config: dict[str, Any], task: Task = CLASSIFICATION,
-                 stop: StopControl | None = None) -> None:
+                 stop: StopControl | None = None, swa_schedule: SwaSchedule | None = None) -> None:
         self.cfg = cfg
         self.model = model                  # what runs forward (maybe compiled and/or DDP-wrapped)
         self.module = unwrap(model)         # the user's module, for weights and checkpoints
@@ -114,6 +125,8 @@ class Trainer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.hyper_schedule = hyper_schedule
+        self.swa_schedule = swa_schedule
+        self.swalr: SWALR | None = None     # built at the switch (an LR scheduler sets the LR when built)
         self.loaders = loaders
         self.run_dir = run_dir
         self.loggers = loggers
@@ -146,25 +159,29 @@ class Trainer:
         """Train the remaining epochs, test, and return the summary of the whole run."""
         self._started = time.perf_counter()
         self._elapsed_before = self.elapsed_s
+        self._switch_to_swalr_if_due()
         for epoch in range(self.epoch, self.cfg.epochs):
             train = self.train_epoch(epoch)
-            val = self.evaluate(self.loaders.val, "val") if self.loaders.val is not None else {}
-            for prefix, loader in self.loaders.extra_val.items():
-                val.update(self.evaluate(loader, prefix))
-            test = self._test_epoch() if self.test_every_epoch else {}
-            self.epoch = epoch + 1
-            record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val, **test}
-            self.last_record = record
-            self.loggers.log(record)
-            log.info("epoch %d/%d %s", self.epoch, self.cfg.epochs, _format(record))
-            if test and self._improved(test, self.best_test, monitored_on_test(self.cfg.monitor)):
-                self.best_test = {"epoch": self.epoch, **test}
-            if self._improved(record, self.best, self.cfg.monitor):
-                self.best = record
-                if self.replica.is_main:
-                    save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
-                                    self.run_dir / rundir.BEST)
-            self._save_last()
+            if self.swalr is not None:
+                self.swalr.step()                # SWALR moves once per epoch (torch's SWA example)
+            with self.evaluation_weights(epoch):  # what is evaluated and saved as best.pt: Lookahead's slow
+                val = self.evaluate(self.loaders.val, "val") if self.loaders.val is not None else {}  # weights, …
+                for prefix, loader in self.loaders.extra_val.items():
+                    val.update(self.evaluate(loader, prefix))
+                test = self._test_epoch() if self.test_every_epoch else {}
+                self.epoch = epoch + 1
+                record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val, **test}
+                self.last_record = record
+                self.loggers.log(record)
+                log.info("epoch %d/%d %s", self.epoch, self.cfg.epochs, _format(record))
+                if test and self._improved(test, self.best_test, monitored_on_test(self.cfg.monitor)):
+                    self.best_test = {"epoch": self.epoch, **test}
+                if self._improved(record, self.best, self.cfg.monitor):
+                    self.best = record
+                    if self.replica.is_main:
+                        save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
+                                        self.run_dir / rundir.BEST)
+            self._save_last()                     # the training weights: a resume continues from them
             if self.stop.decide(self.global_step, self.replica, self.device)[0] and self.epoch < self.cfg.epochs:
                 raise RunInterrupted(self.stop.signal_name, self.epoch, self.global_step)
         barrier(self.replica)               # best.pt is written before any replica reads it
@@ -199,9 +216,11 @@ class Trainer:
             progress.window_count += len(targets)
             if not ended:
                 continue
-            self.scheduler.step()
+            if self.swalr is None:
+                self.scheduler.step()
             self.hyper_schedule.step()
             self.global_step += 1
+            self._switch_to_swalr_if_due()
             if self.global_step % self.cfg.log_every_n_steps == 0:
                 loss_sum, correct = progress.window.tolist()
                 self._check_divergence(loss_sum / progress.window_count, epoch)
@@ -245,6 +264,38 @@ class Trainer:
         if self.replica.is_main:
             save_checkpoint(state, self.run_dir / rundir.LAST)
         self.stop.checkpointed()
+
+    @contextlib.contextmanager
+    def evaluation_weights(self, epoch: int | None = None) -> Iterator[None]:
+        """The optimizer's evaluation weights in the model (``docs/optimizers.md``, "Evaluation weights"),
+        with BatchNorm statistics recomputed for them when the optimizer asks (SWA:
+        ``torch.optim.swa_utils.update_bn`` over the training split in epoch ``epoch``'s order, the
+        last trained one by default); the training weights and statistics are back on exit."""
+        with evaluation_weights(self.optimizer):
+            if getattr(self.optimizer, "needs_batchnorm_update", False):
+                self._update_batchnorm(self.epoch - 1 if epoch is None else epoch)
+            yield
+
+    def _update_batchnorm(self, epoch: int) -> None:
+        """``update_bn`` over the epoch's training micro-batches, on the run's device. Iterating the loader
+        draws from torch's generator (a DataLoader's base seed, augmentation), so the generator is forked
+        and the run trains as without; the sampler is set to the whole epoch (a resumed one may skip)."""
+        sampler = self.loaders.train.sampler
+        sampler.set_epoch(max(epoch, 0))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            inputs = (self.runtime.to_device(batch_inputs)
+                      for batch_inputs, _ in islice(self.loaders.train, self.micro_batches))
+            with self.runtime.autocast():
+                update_bn(inputs, self.module)
+
+    def _switch_to_swalr_if_due(self) -> None:
+        """Leave the run's LR schedule for SWALR once the averaging has passed its start (SWA's ``swa_lr``)."""
+        optimizer = self.optimizer
+        if (self.swa_schedule is not None and self.swalr is None and isinstance(optimizer, WeightAveraging)
+                and optimizer.base_steps >= optimizer.start):
+            self.swalr = self.swa_schedule.build(optimizer)
+            log.info("step %d: the LR schedule switches to SWALR (swa_lr %g)", self.global_step,
+                     self.swa_schedule.swa_lr)
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str) -> dict[str, float]:
@@ -318,7 +369,10 @@ class Trainer:
         best-validation model (``best.pt`` is the final one), so only the last model's are given."""
         if self.loaders.test is None:
             return {}
-        results = {"last": self.evaluate(self.loaders.test, "test")}
+        with self.evaluation_weights():
+            results = {"last": self.evaluate(self.loaders.test, "test")}
+        if getattr(self.optimizer, "evaluated", None) is not None:   # and the training weights, labelled
+            results[rundir.LAST_TRAINING_WEIGHTS] = self.evaluate(self.loaders.test, "test")
         if self.loaders.val is None:
             return results
         last_weights = {k: v.clone() for k, v in self.module.state_dict().items()}
@@ -334,8 +388,10 @@ class Trainer:
             memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         micro_steps = max(1, self.stepper.micro_steps)
         best_test = {rundir.BEST_TEST: self.best_test} if self.best_test is not None else {}
+        evaluated = getattr(self.optimizer, "evaluated", None)
         return {
             rundir.STATUS: rundir.COMPLETED,
+            **({rundir.EVALUATED: evaluated} if evaluated is not None else {}),
             "epochs": self.epoch,
             "global_steps": self.global_step,
             rundir.FINAL: self.last_record,
@@ -362,6 +418,7 @@ class Trainer:
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "swa_scheduler": self.swalr.state_dict() if self.swalr is not None else None,
             "hyper_schedule": self.hyper_schedule.state_dict(),
             "stepper": self.stepper.state_dict(),
             "rng": gather_objects(rng_state(), self.replica),   # one entry per replica
@@ -375,6 +432,11 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: Path, changes: dict[str, list[Any]] | None = None) -> None:
         """Continue from a checkpoint made by :meth:`state_dict` (at an epoch's end or mid-epoch); a
         mismatch is a ``CheckpointError``. ``changes`` (settings the resume changes) are recorded."""
+        if state.get("swa_scheduler") is not None and self.swalr is None:
+            if self.swa_schedule is None:
+                raise CheckpointError(f"Checkpoint {source} had switched to SWALR (optimizer.averaging.swa_lr) and "
+                                      "this run has no SWA LR schedule; resume with the config it was made with.")
+            self.swalr = self.swa_schedule.build(self.optimizer)   # before the optimizer's state: it restores the LR
         try:
             self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -382,6 +444,8 @@ class Trainer:
             raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer "
                                   f"({str(error).splitlines()[0]}); resume with the config it was made with.") from error
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.swalr is not None:
+            self.swalr.load_state_dict(state["swa_scheduler"])
         self.hyper_schedule.load_state_dict(state["hyper_schedule"])
         self.stepper.load_state_dict(state["stepper"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]

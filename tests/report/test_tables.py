@@ -196,3 +196,22 @@ def test_the_fsam_table_tells_the_lmbda_runs_apart(tmp_path: Path, base_config):
     assert (low.ours.n, low.ours.mean, low.published) == (2, pytest.approx(81.3), 81.19)
     assert (high.ours.n, high.ours.mean, high.published) == (1, pytest.approx(81.3), 81.32)
     assert paper.entries[("SAM (rho 0.2)", "CIFAR-100")].published == 80.78
+
+
+def test_runs_that_evaluate_other_weights_show_their_training_weights_too(tmp_path: Path, base_config):
+    choices = {"optimizer": "sam", "dataset": "digits", "model": "small_cnn"}
+    write_run(tmp_path / "plain", base_config, {}, choices, completed(0.95))
+    averaged = {**completed(0.97), "evaluated": "the EMA average"}
+    averaged["test"]["last_training_weights"] = {"test/accuracy": 0.94, "test/loss": 0.3}
+    write_run(tmp_path / "ema", base_config, {"optimizer.averaging.kind": "ema"}, choices, averaged)
+    (section,) = build_sections(find_runs([tmp_path]))
+    generic, detail = section.tables
+    assert generic.columns == ["digits", "digits, final training weights"]
+    assert generic.rows == ["sam · optimizer.averaging.kind=ema", "sam · optimizer.averaging.kind=none"]
+    ema, plain = generic.rows
+    assert generic.entries[(ema, "digits")].ours.mean == pytest.approx(97)
+    assert generic.entries[(ema, "digits, final training weights")].ours.mean == pytest.approx(94)
+    assert generic.entries[(plain, "digits")].ours.mean == pytest.approx(95)
+    assert generic.entries[(plain, "digits, final training weights")].ours is None
+    assert generic.notes and "the EMA average" in generic.notes[0]
+    assert "test/accuracy, final training weights (%)" in detail.columns

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.optim.swa_utils import update_bn
 
+from flatmin.data import build_dataset, make_loaders
+from flatmin.models import build_model
 from flatmin.optim import build_optimizer
 from flatmin.optim.registry import options
 from flatmin.train import Trainer, run
+from flatmin.train.step import Stepper
 from flatmin.rundir import load_checkpoint
 from tests.conftest import run_cli
 
@@ -114,6 +119,13 @@ RESUMABLE = {
     "esam": ("optimizer=esam",),
     "rwp": ("optimizer=rwp",),
     "marwp": ("optimizer=marwp",),
+    # Averaged from step 4 (EMA) and 4, 6 (SWA, whose LR switches to SWALR at step 3; BN recomputed
+    # for every evaluation): all before the interruption at the end of epoch 1 (step 7).
+    "sam-ema": ("optimizer=sam", "optimizer.averaging.kind=ema", "optimizer.averaging.decay=0.9",
+                "optimizer.averaging.start=3"),
+    "sgd-swa-swalr": ("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.start=3",
+                      "optimizer.averaging.every=2", "optimizer.averaging.swa_lr=0.02",
+                      "optimizer.averaging.anneal_epochs=2"),
 }
 
 
@@ -216,3 +228,131 @@ def test_a_pass_budget_gives_each_method_equal_compute(cfg_factory, optimizer: s
     assert summary["global_steps"] * summary["passes_per_step"] == pytest.approx(12)
     written = (Path(cfg.paths.output_dir) / "config.yaml").read_text()
     assert f"epochs: {epochs}\n" in written
+
+
+#: SWA over SGD in epoch units: averaged once per epoch after epoch 20, the LR annealed to swa_lr.
+SWA_EPOCHS = ("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.interval=epoch",
+              "optimizer.averaging.start=20", "optimizer.averaging.every=1", "optimizer.averaging.swa_lr=0.05",
+              "optimizer.averaging.anneal_epochs=5")
+EMA_OVER_SAM = ("optimizer=sam", "optimizer.averaging.kind=ema", "optimizer.averaging.decay=0.95")
+
+
+@pytest.mark.parametrize("overrides", [EMA_OVER_SAM, SWA_EPOCHS], ids=["sam-ema", "sgd-swa"])
+def test_weight_averaging_reaches_the_accuracy_bar(tmp_path: Path, overrides: tuple[str, ...]):
+    run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", log_dir=tmp_path)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"] == 30
+    kind = "EMA" if "optimizer=sam" in overrides else "SWA"
+    assert summary["evaluated"] == f"the {kind} average"
+    for model in ("last", "best_val", "last_training_weights"):
+        assert summary["test"][model]["test/accuracy"] >= 0.90, model
+    assert summary["test"]["last"] != summary["test"]["last_training_weights"]
+    if kind == "SWA":      # SWALR from step 20·16 on: the LR ends at swa_lr, not where the cosine would
+        assert epoch_records(tmp_path / "run")[-1]["lr"] == pytest.approx(0.05)
+
+
+def test_lookahead_best_checkpoint_holds_the_slow_weights_and_summary_both_tests(cfg_factory):
+    cfg = cfg_factory("optimizer=sam", "optimizer.lookahead.enabled=true", "optimizer.lookahead.k=3",
+                      "trainer.epochs=1", "trainer.limit_train_batches=7")      # 7 steps: the fast weights moved on
+    summary = run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt", required=("model",))
+    names = parameter_names_in_group_order(cfg)
+    slow = [state["slow"] for _, state in sorted(last["optimizer"]["method"]["state"].items())]
+    assert len(slow) == len(names)
+    for name, value in zip(names, slow):
+        assert torch.equal(best["model"][name], value), name
+    assert any(not torch.equal(best["model"][name], last["model"][name]) for name in names)
+    assert summary["evaluated"] == "the slow weights"
+    assert set(summary["test"]) == {"last", "last_training_weights", "best_val"}
+    assert summary["test"]["last"] == summary["test"]["best_val"]          # one epoch: best.pt is the last model
+    assert summary["test"]["last"] != summary["test"]["last_training_weights"]
+
+
+def parameter_names_in_group_order(cfg) -> list[str]:
+    """The model's parameter names in the order of the optimizer's param groups (its state's indices)."""
+    model = build_model(cfg.model)
+    name_of = {id(param): name for name, param in model.named_parameters()}
+    return [name_of[id(p)] for group in build_optimizer(cfg.optimizer, model).param_groups for p in group["params"]]
+
+
+def test_swa_best_checkpoint_has_update_bn_statistics_and_last_the_training_ones(cfg_factory):
+    cfg = cfg_factory("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.start=2",
+                      "trainer.epochs=1", "trainer.limit_train_batches=7")
+    summary = run(cfg)
+    assert summary["evaluated"] == "the SWA average"
+    run_dir = Path(cfg.paths.output_dir)
+    last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt", required=("model",))
+    model = build_model(cfg.model)
+    names = parameter_names_in_group_order(cfg)
+    averages = [state["average"] for _, state in sorted(last["optimizer"]["method"]["state"].items())]
+    for name, average in zip(names, averages):
+        assert torch.equal(best["model"][name], average), name
+    # best.pt's statistics: update_bn with the average over the epoch's 7 training batches
+    model.load_state_dict(best["model"])
+    splits = build_dataset(cfg.dataset)
+    loaders = make_loaders(splits, cfg.dataset, torch.device("cpu"), cfg.seed, 0, 1)
+    loaders.train.sampler.set_epoch(0)
+    update_bn((inputs for inputs, _ in islice(loaders.train, 7)), model)
+    buffers = [name for name, _ in model.named_buffers()]
+    assert buffers
+    for name in buffers:
+        assert torch.equal(model.state_dict()[name], best["model"][name]), name
+    # last.pt's statistics: the training ones (7 steps of momentum 0.1), not update_bn's
+    running = [name for name in buffers if "running" in name]
+    assert running and all(not torch.equal(last["model"][name], best["model"][name]) for name in running)
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_averaging_does_not_change_the_training_run(cfg_factory, kind: str):
+    """Dropout draws from torch's generator, which update_bn's forward passes (SWA) would advance."""
+    overrides = ("optimizer=sgd", "trainer.epochs=2", "trainer.limit_train_batches=5", "model.dropout=0.2")
+    averaged_cfg = cfg_factory(*overrides, f"optimizer.averaging.kind={kind}", "optimizer.averaging.start=2")
+    plain_cfg = cfg_factory(*overrides)
+    assert run(averaged_cfg)["evaluated"] == f"the {kind.upper()} average"
+    run(plain_cfg)
+    averaged, plain = (load_checkpoint(Path(cfg.paths.output_dir) / "last.pt") for cfg in (averaged_cfg, plain_cfg))
+    for key, tensor in plain["model"].items():
+        assert torch.equal(tensor, averaged["model"][key]), key
+
+    def trained(record: dict) -> dict:
+        return {key: value for key, value in record.items() if key.startswith("train/") or key == "lr"}
+
+    averaged_epochs, plain_epochs = (epoch_records(Path(cfg.paths.output_dir)) for cfg in (averaged_cfg, plain_cfg))
+    assert [trained(r) for r in averaged_epochs] == [trained(r) for r in plain_epochs]
+    assert [r["val/loss"] for r in averaged_epochs] != [r["val/loss"] for r in plain_epochs]
+
+
+def test_swa_resumed_mid_epoch_continues_bit_for_bit(cfg_factory, monkeypatch):
+    """A mid-epoch checkpoint (step 10 of 14): the resumed epoch skips its first 3 batches, and
+    update_bn at its end must still see the whole epoch."""
+    overrides = ("optimizer=sgd", "optimizer.averaging.kind=swa", "optimizer.averaging.start=3",
+                 "optimizer.averaging.swa_lr=0.02", "trainer.epochs=2", "trainer.limit_train_batches=7",
+                 "trainer.checkpoint_every_n_steps=5")
+    straight_cfg = cfg_factory(*overrides)
+    run(straight_cfg)
+    interrupted_cfg = cfg_factory(*overrides)
+    real_step, calls = Stepper.step, []
+
+    def step_then_die(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 12:
+            raise Interrupt("killed at step 12")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Stepper, "step", step_then_die)
+    with pytest.raises(Interrupt):
+        run(interrupted_cfg)
+    monkeypatch.setattr(Stepper, "step", real_step)
+    run_dir = Path(interrupted_cfg.paths.output_dir)
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    assert (checkpoint["global_step"], checkpoint["progress"]["batches"]) == (10, 3)
+    interrupted_cfg.trainer.resume = "auto"
+    resumed_summary = run(interrupted_cfg)
+    straight_dir = Path(straight_cfg.paths.output_dir)
+    for name in ("last.pt", "best.pt"):
+        straight, resumed = (load_checkpoint(d / name, required=("model",)) for d in (straight_dir, run_dir))
+        for key, tensor in straight["model"].items():
+            assert torch.equal(tensor, resumed["model"][key]), (name, key)
+    straight_summary = json.loads((straight_dir / "summary.json").read_text())
+    assert resumed_summary["test"] == straight_summary["test"]
