@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from flatmin.optim import BSAM, FriendlySAM, GAM, GNP, GSAM, LookSAM, Lookahead, MSAM, NSO, SAM, TRACER, VaSSO, WSAM
+from flatmin.optim.fisher_mask_sam import FisherMaskSAM
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -157,4 +158,10 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "lookahead_sam": (lambda params: Lookahead(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), k=2), 2),
     "bsam": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000), 2),
     "rapp": (lambda params: Lookahead(torch.optim.SGD(params, lr=0.1), k=2, prox="auto"), 1),
+    # FisherMaskSAM: 2 + num_samples single-row Fisher passes on mask steps (t % mask_every == 0), else 2.
+    "fisher_mask_sam": (lambda params: FisherMaskSAM(params, torch.optim.SGD, rho=0.1, mask_every=2, num_samples=4,
+                                                     **SGD_KWARGS), 6),
+    "fisher_mask_sam_every_step": (lambda params: FisherMaskSAM(params, torch.optim.SGD, rho=0.1, sparsity=0.7,
+                                                                mask_every=1, num_samples=3, **SGD_KWARGS), 5),
+    "bsam_split2": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000, batch_split=2), 4),
 }
