@@ -111,6 +111,8 @@ RESUMABLE = {
     "gsam-rho-schedule": ("optimizer=gsam", "optimizer.schedules.rho=proportional_to_lr", "optimizer.rho_min=0.5",
                           "scheduler.min_lr_factor=0.1"),
     "wsam": ("optimizer=wsam",),
+    "fisher_mask_sam": ("optimizer=fisher_mask_sam", "optimizer.mask_every=3"),   # mask steps 9 and 12 after resume
+    "bsam-split": ("optimizer=bsam", "optimizer.batch_split=2"),
 }
 
 
