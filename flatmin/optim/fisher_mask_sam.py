@@ -32,8 +32,9 @@ ascent of the step, from the clean per-example gradients of the first n rows of 
 mini-batch (which the loader has shuffled), every ``mask_every`` *steps*.
 
 Needs the extended closure protocol (single-row passes): a plain closure is a ``TypeError``.
-Cost: 2 passes, plus n on mask steps; buffers θ and g (scratch), the Fisher F (scratch, written on
-mask steps only) and the mask (state): 4 parameter-sized.
+Cost: 2 passes, plus n on mask steps; 3 parameter-sized buffers: θ and g (scratch, g written on mask
+steps only) and the mask (state), in which F is summed on mask steps before the mask replaces it
+(the top-k then holds one transient copy of F, concatenated).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
                                                "sum to the Fisher, one pass each", structural=True),
     }
     card = Card("Fisher-mask SAM (FSAM; SSAM-F)", "2, plus `num_samples` every `mask_every`-th step",
-                "4 (θ, g, Fisher; mask, state)", "Zhong et al., Findings of EMNLP 2022; Mi et al., NeurIPS 2022")
+                "3 (θ, g; mask, state)", "Zhong et al., Findings of EMNLP 2022; Mi et al., NeurIPS 2022")
 
     #: t, the steps taken so far (checkpointed in ``state_dict``).
     steps: int = 0
@@ -129,10 +130,11 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
         return loss
 
     def _build_mask(self, moved: ActiveParams, closure: Closure, count: int) -> None:
-        """F = Σ_{i<count} (∇ℓ_i(θ))² over the perturbed tensors, one pass per row; the mask is 1 on
-        its int(N·(1 − sparsity)) largest entries (torch.topk over their concatenation)."""
+        """F = Σ_{i<count} (∇ℓ_i(θ))² over the perturbed tensors, one pass per row, summed in the mask's
+        own tensors; the mask is then 1 on the int(N·(1 − sparsity)) largest entries of F (torch.topk
+        over their concatenation), 0 elsewhere."""
         params = moved.params
-        fisher = self.buffers("fisher", params)
+        fisher = self._masks(params)                            # F, until the mask overwrites it
         if fisher:
             torch._foreach_zero_(fisher)
         for row in range(count):
@@ -147,9 +149,8 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
         kept = int(flat.numel() * (1 - self.sparsity))
         chosen = torch.zeros_like(flat)
         chosen.index_fill_(0, torch.topk(flat, kept, sorted=False).indices, 1)
-        masks = self._masks(params)
-        torch._foreach_copy_(masks, [part.view_as(p) for part, p in zip(chosen.split([p.numel() for p in params]),
-                                                                         params)])
+        torch._foreach_copy_(fisher, [part.view_as(p) for part, p in zip(chosen.split([p.numel() for p in params]),
+                                                                          params)])
 
     def _ascend(self, moved: ActiveParams) -> None:
         """θ ← θ + mask⊙g·rho/(‖g‖ + 1e-7), ‖g‖ over every moved tensor, unmasked. Built in the
