@@ -7,14 +7,22 @@ data_factor`` and ``wd = prior_precision / N``, one step on the mini-batch B is 
 release: team-approx-bayes/bayesian-sam@936eec1 ``optim.py`` ``build_bsam_optimizer``, with ``wd``
 and ``N`` from ``train.py`` ``get_optimizer`` and ``main``)::
 
-    ε ~ N(0, I) per tensor
-    g  = ∇L_B(θ + ε/sqrt(N·s))              noisy pass (a sample of the posterior)
-    gp = ∇L_B(θ + rho·g/s)                  perturbed pass, from θ (not from the sample); no norm
-    gs = sqrt(s·g²)
+    chunks C_j = torch.arange(B).chunk(batch_split)      contiguous, as the release's reshape
+    for each j:
+        ε_j ~ N(0, I) per tensor                          drawn before chunk j's first pass
+        g_j  = ∇L_Cj(θ + ε_j/sqrt(N·s))                   noisy pass (a sample of the posterior)
+        gp_j = ∇L_Cj(θ + rho·g_j/s)                       perturbed pass, from θ (not from the sample); no norm
+        gs_j = sqrt(s·g_j²)
+    gs = mean_j gs_j;   gp = mean_j gp_j
     m ← β1·m + (1−β1)·(gp + wd·θ);   θ ← θ − lr·m/s;   s ← β2·s + (1−β2)·(gs + damping + wd)
 
+With ``batch_split = 1`` (the default) the one chunk is the whole batch, taken by plain
+``closure()`` calls. ``batch_split > 1`` is the release's ``--batchsplit`` (m-sharpness with
+m = B/batch_split) and needs the extended closure protocol (``closure(indices=C_j)``).
 Names in brackets below are the release's flags. ``state`` keeps m and s (both checkpointed).
-Cost: 2 passes; 2 parameter-sized state tensors (m, s) and 2 scratch buffers (the saved θ, gs).
+Cost: 2·batch_split passes, each on B/batch_split rows (the compute of 2 full passes); 2
+parameter-sized state tensors (m, s) and 2 scratch buffers (the saved θ, gs), 3 with
+``batch_split > 1`` (the sum of the gp_j).
 """
 
 from __future__ import annotations
@@ -59,16 +67,21 @@ class BSAM(MultiPassOptimizer, key="bsam"):
       makes a run reproducible and the trainer's checkpoint resumes it.
     * The noise is ``ε/sqrt(N·s)`` and the update ``θ − lr·m/s`` (rounding-level differences from the
       release's ``sqrt(1/(N·s))·ε`` and ``(lr·m)/s``).
-    * BatchNorm running statistics come from the noisy pass only (flatmin's first-pass rule); the
-      release keeps those of sub-batch 0 after both of its passes.
-    * ``step`` returns the noisy pass's loss (the loss at a posterior sample, which the trainer's
-      first-pass accuracy also sees); the release logs the perturbed pass's loss.
+    * BatchNorm running statistics come from the first call of the step only (flatmin's first-pass
+      rule): the noisy pass, on chunk 0's rows when ``batch_split > 1``; the release keeps those of
+      sub-batch 0 after both of its passes.
+    * ``step`` returns the noisy passes' loss, the mean over the chunks (the loss at posterior
+      samples, which the trainer's first-pass accuracy also sees); the release logs the perturbed
+      passes' loss.
     * Param groups with ``perturb=False`` get no noise and no ascent (they are still updated, and
       their ``gs`` comes from the noisy pass); the release perturbs every tensor.
     * The learning rate follows flatmin's scheduler (the release: a linear warm-up over
       ``--warmup`` epochs, then a cosine per epoch).
-    * ``batch_split > 1`` (the release's ``--batchsplit``, independent noise on contiguous
-      sub-batches) needs the extended closure protocol, which flatmin does not have yet: refused.
+    * ``batch_split > 1`` needs the batch size B divisible by it (the release reshapes the batch into
+      ``batch_split`` equal sub-batches): otherwise ``step`` raises a ``ValueError`` naming B and
+      batch_split before any pass. The trainer's training loaders drop the last incomplete batch,
+      so B is always ``dataset.batch_size`` (per replica) and only that must be divisible. A plain
+      closure (without the extended protocol) is a ``TypeError``, also before any pass.
 
     The weight decay is bSAM's own ``prior_precision/N`` on every tensor (the release has no other),
     so a param group's ``weight_decay`` must be 0.
@@ -86,10 +99,12 @@ class BSAM(MultiPassOptimizer, key="bsam"):
                                             "commands, for the data augmentation)"),
         "damping": Hyper(0.1, NON_NEGATIVE, "[--damping] added to s's update"),
         "s_init": Hyper(1.0, POSITIVE, "[--custominit] the initial precision s"),
-        "batch_split": Hyper(1, POSITIVE_INT, "[--batchsplit] sub-batches with their own noise; only 1 so far "
-                                              "(more needs the extended closure protocol)", structural=True),
+        "batch_split": Hyper(1, POSITIVE_INT, "[--batchsplit] contiguous sub-batches of the batch, each with its own "
+                                              "noise, noisy and perturbed pass (m-sharpness); B must be divisible by "
+                                              "it; more than 1 needs the extended closure", structural=True),
     }
-    card = Card("bSAM (a full optimizer)", "2", "2 (θ, gs) + state m, s", "Möllenhoff & Khan, ICLR 2023")
+    card = Card("bSAM (a full optimizer)", "2 (`2·batch_split` on `B/batch_split` rows each)",
+                "2 (θ, gs; + gp's sum if `batch_split > 1`) + state m, s", "Möllenhoff & Khan, ICLR 2023")
     full_optimizer = True
 
     def __init__(self, params: Any, **hyperparameters: Any) -> None:
@@ -100,11 +115,6 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         if isinstance(betas, Sequence) and not isinstance(betas, str):
             hyperparameters["betas"] = tuple(betas)         # a config's list: a plain tuple in the state_dict
         super().__init__(None, BSAMUpdate(params, self.buffers), **hyperparameters)
-        if self.batch_split != 1:
-            raise ValueError(f"BSAM: batch_split={self.batch_split}: more than one sub-batch per step needs the "
-                             "extended closure protocol (docs/optimizers.md), which flatmin does not implement yet; "
-                             "use batch_split=1 (gradient accumulation over micro-batches averages their gp and gs "
-                             "the same way)")
         for group in self.param_groups:
             if group["num_data"] is None:
                 raise ValueError("BSAM: num_data is required: the number of training examples (the release's ndata)")
@@ -120,8 +130,10 @@ class BSAM(MultiPassOptimizer, key="bsam"):
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
-        """The noisy and the perturbed pass on the same mini-batch, then the update (the base step).
-        Returns the noisy pass's loss."""
+        """The noisy and the perturbed pass on each chunk of the mini-batch, then the update (the base
+        step). Returns the noisy passes' loss (their mean over the chunks)."""
+        if self.batch_split > 1:
+            return self._split_step(closure)
         sampled = self.active(with_grad=False).perturbed    # before any pass: all that may get a gradient
         theta = self.save("theta", sampled.params, sampled.params)
         self._sample(sampled)                                # θ + ε/sqrt(N·s)
@@ -134,6 +146,70 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         self.restore(sampled.params, theta)
         self.base_step()                                     # m, θ, s from G and gs
         return loss
+
+    def _split_step(self, closure: Closure) -> Tensor:
+        """``batch_split > 1``: per contiguous chunk C_j of the rows, its own noise ε_j, the noisy pass
+        and the perturbed pass ``closure(indices=C_j)``; gs and gp are the chunks' means.
+
+        A tensor that gets no gradient in a chunk counts 0 there (the chunk's loss does not depend
+        on it); one that gets none in any chunk is left without a gradient, and so not updated.
+        """
+        batch_size = self.require_extended_closure(closure)
+        if batch_size % self.batch_split:
+            raise ValueError(f"BSAM: the batch has B={batch_size} rows, not divisible by batch_split="
+                             f"{self.batch_split}: the sub-batches must be equal (the release reshapes the batch "
+                             "into batch_split of them); choose a batch size divisible by batch_split")
+        everything = self.active(with_grad=False)          # before any pass: all that may get a gradient
+        sampled = everything.perturbed
+        theta = self.save("theta", sampled.params, sampled.params)
+        gs_sum, gp_sum = self.buffers("gs", everything.params), self.buffers("gp", everything.params)
+        if gs_sum:
+            torch._foreach_zero_(gs_sum)
+            torch._foreach_zero_(gp_sum)
+        gs_of, gp_of = dict(zip(map(id, everything.params), gs_sum)), dict(zip(map(id, everything.params), gp_sum))
+        touched: set[int] = set()                          # ids of the tensors that got a gradient
+        losses = []
+        for rows in torch.arange(batch_size).chunk(self.batch_split):
+            self._sample(sampled)                            # θ + ε_j/sqrt(N·s), ε_j drawn now
+            losses.append(self.take_pass(closure, indices=rows))     # g_j = ∇L_Cj(θ + ε_j/sqrt(N·s))
+            self.restore(sampled.params, theta)
+            active = self.active()
+            touched.update(map(id, active.params))
+            for entry in active:                             # gs += sqrt(s·g_j²)
+                squares = torch._foreach_mul(entry.grads, entry.grads)
+                torch._foreach_mul_(squares, self._precision(entry))
+                torch._foreach_sqrt_(squares)
+                torch._foreach_add_([gs_of[id(p)] for p in entry.params], squares)
+            self._ascend(active.perturbed)                   # θ + rho·g_j/s
+            self.take_pass(closure, indices=rows)            # gp_j = ∇L_Cj(θ + rho·g_j/s)
+            self.restore(sampled.params, theta)
+            active = self.active()
+            if active:                                       # gp += gp_j
+                torch._foreach_add_([gp_of[id(p)] for p in active.params], active.grads)
+            touched.update(map(id, active.params))
+        self._gs = self._mean_gradients(everything, touched, gs_of, gp_of)
+        self.base_step()                                     # m, θ, s from G = gp and gs
+        return torch.stack(losses).mean()
+
+    def _mean_gradients(self, everything: ActiveParams, touched: set[int], gs_of: dict[int, Tensor],
+                        gp_of: dict[int, Tensor]) -> list[Tensor]:
+        """``.grad`` ← gp, the mean of the chunks' gp_j, and the ``gs`` buffers ← the mean of their gs_j,
+        for every tensor that had a gradient in some chunk (the others get no gradient); returns the
+        ``gs`` of the tensors with a gradient, in their order (the gate's and the update's)."""
+        params = [p for p in everything.params if id(p) in touched]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.empty_like(p)
+        for p in everything.params:
+            if id(p) not in touched:
+                p.grad = None
+        if not params:
+            return []
+        gs, gp = [gs_of[id(p)] for p in params], [gp_of[id(p)] for p in params]
+        torch._foreach_div_(gs, self.batch_split)
+        torch._foreach_div_(gp, self.batch_split)
+        torch._foreach_copy_([p.grad for p in params], gp)
+        return gs
 
     def gate_tensors(self) -> list[Tensor]:
         """``gs``: the trainer averages it with ``G`` (accumulation, replicas)."""

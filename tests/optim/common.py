@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatmin.optim import (BSAM, ESAM, GAM, GNP, GSAM, MSAM, NSO, RWP, SAM, TRACER, WSAM, FriendlySAM, LookSAM,
-                           Lookahead, VaSSO)
+from flatmin.optim import (BSAM, ESAM, GAM, GNP, GSAM, MSAM, NSO, RWP, SAM, TRACER, WSAM, FisherMaskSAM,
+                           FriendlySAM, LookSAM, Lookahead, VaSSO)
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 
@@ -162,4 +162,10 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "esam_no_selection": (lambda params: ESAM(params, torch.optim.SGD, rho=0.05, beta=0.6, gamma=1.0, **SGD_KWARGS), 2),
     "rwp": (lambda params: RWP(params, torch.optim.SGD, sigma=0.05, lam=0.5, **SGD_KWARGS), 2),
     "marwp": (lambda params: RWP(params, torch.optim.SGD, sigma=0.05, lam=0.5, eta=0.1, beta=0.99, **SGD_KWARGS), 2),
+    # FisherMaskSAM: 2 + num_samples single-row Fisher passes on mask steps (t % mask_every == 0), else 2.
+    "fisher_mask_sam": (lambda params: FisherMaskSAM(params, torch.optim.SGD, rho=0.1, mask_every=2, num_samples=4,
+                                                     **SGD_KWARGS), 6),
+    "fisher_mask_sam_every_step": (lambda params: FisherMaskSAM(params, torch.optim.SGD, rho=0.1, sparsity=0.7,
+                                                                mask_every=1, num_samples=3, **SGD_KWARGS), 5),
+    "bsam_split2": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000, batch_split=2), 4),
 }

@@ -128,11 +128,117 @@ def test_nothing_perturbed_takes_both_gradients_at_theta():
         assert_close(model, theta, worst)
 
 
-def test_bsam_refuses_batch_split_above_one_what_it_lacks_and_a_second_weight_decay():
+def draw_noises(theta, seed, count):
+    """ε_0, …, ε_{count−1}: one per chunk, drawn one after the other from torch's generator seeded
+    with ``seed``, each per tensor in parameter order (as BSAM draws them before each chunk's first pass)."""
+    torch.manual_seed(seed)
+    return [{k: torch.randn_like(v) for k, v in theta.items()} for _ in range(count)]
+
+
+@pytest.mark.parametrize("batch_split", [2, 4])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_bsam_batch_split_matches_release_m_sharpness(model_name: str, setting: str, batch_split: int):
+    """The release's ``--batchsplit``: contiguous chunks (torch.arange(B).chunk), each its own noise,
+    noisy then perturbed pass on its rows; gs and gp averaged; the mean of the noisy losses returned."""
+    build_model, build_batches = MODELS[model_name]
+    model, hyper = build_model(), SETTINGS[setting]
+    optimizer = BSAM(model.parameters(), **hyper, batch_split=batch_split)
+    assert optimizer.passes_per_step == 2 * batch_split
+    theta = parameters(model)
+    m, s = start_state(theta, hyper["s_init"])
+    worst: list = []
+    for step, (x, y) in enumerate(build_batches(5)):
+        rows = torch.arange(len(y)).chunk(batch_split)
+        noises = draw_noises(theta, 100 + step, batch_split)
+        theta, m, s, noisy_loss = transcribe_bsam(model, theta, m, s, [(x[r], y[r]) for r in rows], noises, **hyper)
+        torch.manual_seed(100 + step)
+        calls: list = []
+        loss = optimizer.step(closure_for(model, optimizer, x, y, calls))
+        assert [c["indices"].tolist() for c in calls] == [r.tolist() for r in rows for _ in range(2)]
+        assert all(c["backward"] and not c["per_example"] for c in calls)
+        assert torch.allclose(loss, noisy_loss, rtol=1e-12)
+        assert_close(model, theta, worst)
+        state = optimizer.base_optimizer.state
+        for name, p in model.named_parameters():
+            assert torch.allclose(state[p]["m"], m[name], rtol=1e-10, atol=1e-13), name
+            assert torch.allclose(state[p]["s"], s[name], rtol=1e-12, atol=1e-14), name
+    print(f"bsam split {batch_split} {model_name} {setting}: max |θ − oracle| = {max(worst):.2e}")
+
+
+def test_bsam_batch_split_one_takes_two_plain_passes_on_the_whole_batch():
+    """batch_split = 1 needs no extended closure: a plain closure, two calls on every row, and the same
+    trajectory bit for bit as through an extended closure (which it calls without keywords)."""
+    models = [mlp(), mlp()]
+    optimizers = [BSAM(model.parameters(), **SETTINGS["large_rho"]) for model in models]
+    for step, (x, y) in enumerate(batches(4)):
+        plain_calls = []
+
+        def plain():
+            plain_calls.append(1)
+            optimizers[0].zero_grad()
+            loss = nn.functional.cross_entropy(models[0](x), y)
+            loss.backward()
+            return loss
+
+        torch.manual_seed(step)
+        optimizers[0].step(plain)
+        calls: list = []
+        torch.manual_seed(step)
+        optimizers[1].step(closure_for(models[1], optimizers[1], x, y, calls))
+        assert len(plain_calls) == 2 and [c["indices"] for c in calls] == [None, None]
+        for p, q in zip(*(model.parameters() for model in models)):
+            assert torch.equal(p, q)
+
+
+def test_bsam_batch_split_refuses_a_batch_it_cannot_split_and_a_plain_closure_before_any_pass():
+    model = mlp()
+    optimizer = BSAM(model.parameters(), **SETTINGS["large_rho"], batch_split=2)
+    before = parameters(model)
+    x, y = batches(1)[0]
+    calls: list = []
+    with pytest.raises(ValueError) as refused:
+        optimizer.step(closure_for(model, optimizer, x[:15], y[:15], calls))
+    assert str(refused.value).startswith("BSAM: the batch has B=15 rows, not divisible by batch_split=2")
+
+    def plain():
+        calls.append(1)
+        return torch.zeros(())
+
+    with pytest.raises(TypeError) as refused:
+        optimizer.step(plain)
+    assert str(refused.value) == (
+        "BSAM needs a closure of the extended protocol, closure(indices=None, backward=True, per_example=False) "
+        "with an int attribute batch_size; this one lacks indices=, backward=, per_example=, an int attribute "
+        "batch_size")
+    assert calls == [] and not optimizer.base_optimizer.state
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+
+
+def test_batch_split_in_one_step_equals_accumulating_its_chunks():
+    """batch_split k on B rows computes what the trainer's accumulation of the k contiguous chunks as
+    micro-batches computes (same noise order): both are the release's --batchsplit. BatchNorm statistics
+    differ (not in this MLP): the split keeps chunk 0's noisy pass, accumulation every micro-batch's first."""
+    models = [mlp(), mlp()]
+    hyper = SETTINGS["large_rho"]
+    split = stepper_for(models[0], BSAM(models[0].parameters(), **hyper, batch_split=2))
+    accumulated = stepper_for(models[1], BSAM(models[1].parameters(), **hyper), accumulate=2)
+    for step, (x, y) in enumerate(batches(4)):
+        torch.manual_seed(step)
+        split.step(x, y)
+        torch.manual_seed(step)
+        for rows in torch.arange(16).chunk(2):
+            accumulated.step(x[rows], y[rows])
+    assert split.passes == accumulated.passes == 16
+    for p, q in zip(*(model.parameters() for model in models)):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_bsam_refuses_what_it_lacks_and_a_second_weight_decay():
     params = list(mlp().parameters())
-    with pytest.raises(ValueError, match="batch_split=8: more than one sub-batch per step needs the extended "
-                                         "closure protocol"):
-        BSAM(params, num_data=100, batch_split=8)
+    with pytest.raises(ValueError, match="BSAM: batch_split must be a positive integer"):
+        BSAM(params, num_data=100, batch_split=0)
     with pytest.raises(ValueError, match="BSAM: num_data is required"):
         BSAM(params)
     with pytest.raises(ValueError, match="weight_decay must be 0"):
@@ -154,10 +260,11 @@ def test_build_optimizer_builds_bsam_without_a_base_and_num_data_from_the_traini
     assert build_optimizer(cfg.optimizer, model).param_groups[0]["num_data"] == TRAIN_SIZE_WITHOUT_DATASET
     explicit = make_config(tmp_path, "optimizer=bsam", "optimizer.num_data=50")
     assert build_optimizer(explicit.optimizer, model, train_size=1234).param_groups[0]["num_data"] == 50
+    split = make_config(tmp_path, "optimizer=bsam", "optimizer.batch_split=8")
+    assert build_optimizer(split.optimizer, model).passes_per_step == 16
     for overrides, message in [
         (["optimizer.weight_decay=5e-4"], "optimizer 'bsam' (bsam) refuses these settings: BSAM: a param group "
                                           "has weight_decay=0.0005"),
-        (["optimizer.batch_split=8"], "optimizer 'bsam' (bsam) refuses these settings: BSAM: batch_split=8"),
     ]:
         with pytest.raises(ConfigError) as caught:
             build_optimizer(make_config(tmp_path, "optimizer=bsam", *overrides).optimizer, model)

@@ -14,10 +14,22 @@ from torch import nn
 from flatmin.optim import (BSAM, ESAM, GNP, GSAM, MSAM, NSO, RWP, SAM, TRACER, WSAM, FriendlySAM, MultiPassOptimizer,
                            VaSSO)
 from flatmin.train.precision import LossScaler
-from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, mlp, stepper_for,
-                                train)
+from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, convnet, image_batches, mlp,
+                                stepper_for, train)
 
 NAMES = list(METHOD_FACTORIES)
+
+#: Methods that take passes on single rows (FisherMaskSAM's Fisher passes). BatchNorm1d cannot run a
+#: training forward on one row of [rows, features] (torch raises "Expected more than 1 value per channel
+#: when training"), so their BatchNorm tests run the conv net, whose BatchNorm2d can.
+SINGLE_ROW_PASSES = ("fisher_mask_sam",)
+
+
+def batchnorm_model(name: str, dtype: torch.dtype = torch.float64):
+    """A model with BatchNorm that the method can train, and its batch factory."""
+    if name.startswith(SINGLE_ROW_PASSES):
+        return convnet(dtype=dtype), image_batches
+    return mlp(batchnorm=True, dtype=dtype), batches
 
 
 def build(name: str, model: nn.Module) -> torch.optim.Optimizer:
@@ -69,18 +81,21 @@ def first_pass_point(name: str, model: nn.Module, seed: int) -> nn.Module:
 
 
 def first_pass_rows(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The rows the step's first pass sees: every row, but for RWP with lam < 1 the clean half
-    (``torch.arange(B).tensor_split(2)[0]``), whose statistics BatchNorm keeps."""
+    """The rows the step's first pass sees, whose statistics BatchNorm keeps: every row, but for RWP
+    with lam < 1 the clean half (``torch.arange(B).tensor_split(2)[0]``) and for bSAM with
+    batch_split > 1 its first chunk."""
     optimizer = build(name, mlp())
     if isinstance(optimizer, RWP) and optimizer.passes_per_step == 2:
         return x[torch.arange(len(x)).tensor_split(2)[0]]
+    if isinstance(optimizer, BSAM):
+        return x[:len(x) // optimizer.batch_split]
     return x
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_batchnorm_statistics_after_a_step_are_those_of_the_first_pass(name: str):
-    x, y = batches(1)[0]
-    model = mlp(batchnorm=True)
+    model, make_batches = batchnorm_model(name)
+    x, y = make_batches(1)[0]
     reference = first_pass_point(name, model, seed=3)
     reference.train()
     with torch.no_grad():
@@ -113,10 +128,10 @@ def test_state_dict_round_trip_continues_bit_for_bit(name: str):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_bf16_autocast_step_runs_and_leaves_finite_parameters(name: str):
-    model = mlp(batchnorm=True, dtype=torch.float32)
+    model, make_batches = batchnorm_model(name, dtype=torch.float32)
     before = [p.detach().clone() for p in model.parameters()]
     runner = stepper_for(model, build(name, model), autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-    for x, y in batches(3, dtype=torch.float32):
+    for x, y in make_batches(3, dtype=torch.float32):
         runner.step(x, y)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
@@ -247,9 +262,9 @@ SYNCHRONISES = {"esam"}
 
 @pytest.mark.parametrize("name", [name for name in NAMES if name not in SYNCHRONISES])
 def test_step_never_synchronises_with_the_host(name: str, monkeypatch):
-    model = mlp(batchnorm=True)
+    model, make_batches = batchnorm_model(name)
     optimizer = build(name, model)
-    data = batches(3)
+    data = make_batches(3)
     train(model, optimizer, data[:1])                    # lazily created state exists from here on
     with host_synchronisation_forbidden(monkeypatch, innermost(optimizer)):
         with pytest.raises(AssertionError, match="host synchronisation"):
@@ -264,18 +279,13 @@ def test_a_parameter_without_gradient_is_left_untouched(name: str):
     optimizer = METHOD_FACTORIES[name][0]([*model.parameters(), unused])
     seen = []
     x, y = batches(1)[0]
+    inner = closure_for(model, optimizer, x, y, [])
 
-    def closure(indices=None, backward=True, per_example=False):   # the extended protocol (ESAM, RWP need it)
+    def closure(**protocol):                             # the extended protocol (FisherMaskSAM, bSAM split)
         seen.append(unused.detach().clone())
-        rows_x, rows_y = (x, y) if indices is None else (x[indices], y[indices])
-        if not backward:
-            return nn.functional.cross_entropy(model(rows_x), rows_y, reduction="none").detach()
-        optimizer.zero_grad()
-        losses = nn.functional.cross_entropy(model(rows_x), rows_y, reduction="none")
-        losses.mean().backward()
-        return losses.detach() if per_example else losses.mean().detach()
+        return inner(**protocol)
 
-    closure.batch_size = len(y)
+    closure.batch_size = inner.batch_size
 
     for _ in range(3):
         optimizer.step(closure)
