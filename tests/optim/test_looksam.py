@@ -215,10 +215,12 @@ def test_pytorch_optimizer_looksam_projects_per_tensor_and_takes_two_passes_ever
 def test_mean_passes_per_step_is_the_constant_count_of_the_other_methods():
     from tests.optim.common import METHOD_FACTORIES
 
+    varying = {"looksam": Fraction(3, 2),                                     # its k = 2
+               "fisher_mask_sam": Fraction(2 * 2 + 4, 2),                       # mask_every 2, num_samples 4
+               "fisher_mask_sam_every_step": Fraction(2 + 3)}                   # mask_every 1, num_samples 3
     for name, (factory, passes) in METHOD_FACTORIES.items():
         optimizer = factory(mlp().parameters())
-        expected = Fraction(3, 2) if name == "looksam" else passes            # its k = 2
-        assert optimizer.mean_passes_per_step == expected, name
+        assert optimizer.mean_passes_per_step == varying.get(name, passes), name
 
 
 def test_base_step_tells_whether_it_ran():
