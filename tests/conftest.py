@@ -29,14 +29,32 @@ def make_config(output_dir: Path, *overrides: str) -> DictConfig:
                                             *overrides])
 
 
+def start_cli(*args: str, log_dir: Path, threads: int | None = None) -> subprocess.Popen:
+    """Start ``python train.py <args>`` from the repository root with run dirs under ``log_dir``
+    (``threads``: torch's intra-op threads, for runs that share the machine's cores)."""
+    env = {**os.environ, "FLATMIN_LOG_DIR": str(log_dir), "WANDB_SILENT": "true"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish_cli(process: subprocess.Popen, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_cli` run; with ``check``, a non-zero exit fails with its stderr."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(process.args[1:])} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
+
+
 def run_cli(*args: str, log_dir: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python train.py <args>`` from the repository root with run dirs under ``log_dir``."""
-    env = {**os.environ, "FLATMIN_LOG_DIR": str(log_dir), "WANDB_SILENT": "true"}
-    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
-    return result
+    return finish_cli(start_cli(*args, log_dir=log_dir), check, timeout)
 
 
 @pytest.fixture

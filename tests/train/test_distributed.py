@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -18,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.data import DataSplits, build_loaders
-from flatmin.optim import SAM
+from flatmin.optim import BSAM, ESAM, RWP, SAM, FisherMaskSAM
 from flatmin.train.precision import LossScaler
 from flatmin.train.step import Stepper
 from tests.conftest import ROOT
@@ -146,3 +147,59 @@ def test_torchrun_shares_one_run_dir_written_by_rank_zero(tmp_path: Path):
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [".hydra", ".lock", "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "summary.json", "train.log"])
     assert len(torch.load(run_dir / "last.pt", weights_only=True)["rng"]) == 2   # every replica's generators
+
+
+#: Methods that need the extended closure, as the DDP rule test builds them: each replica runs the
+#: method on its own shard with its own random stream. ESAM with beta < 1 and Fisher-mask SAM with
+#: mask_every > 1 keep per-replica state (the SWP mask, the Fisher mask) that one process accumulating
+#: the shards cannot hold, so they run here with beta = 1 and mask_every = 1.
+PROTOCOL_METHODS = {
+    "esam": lambda params: ESAM(params, torch.optim.SGD, rho=0.3, beta=1.0, gamma=0.5, lr=0.1),
+    "rwp": lambda params: RWP(params, torch.optim.SGD, sigma=0.05, lam=0.5, lr=0.1),
+    "fisher_mask_sam": lambda params: FisherMaskSAM(params, torch.optim.SGD, rho=0.3, mask_every=1, num_samples=4,
+                                                    lr=0.1),
+    "bsam_split": lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000, batch_split=2),
+}
+
+
+def protocol_worker(rank: int, world_size: int, port: int, out: Path) -> None:
+    """For each method that needs the extended closure, three steps with each replica on its own half
+    of the batch, the random stream seeded per step and replica (one process group for all methods)."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    x, y = dataset().tensors
+    for name, factory in PROTOCOL_METHODS.items():
+        module = mlp()
+        runner = stepper(DistributedDataParallel(module), factory(module.parameters()))
+        for step in range(3):
+            rows = slice(16 * step, 16 * step + 16)
+            torch.manual_seed(100 * step + rank)
+            runner.step(x[rows][rank::2], y[rows][rank::2])
+        torch.save([p.detach() for p in module.parameters()], out / f"{name}-rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def protocol_runs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("protocol")
+    mp.spawn(protocol_worker, args=(2, free_port(), out), nprocs=2)
+    return out
+
+
+@pytest.mark.parametrize("name", list(PROTOCOL_METHODS))
+def test_an_extended_closure_method_on_two_replicas_equals_one_process_accumulating_their_shards(
+        protocol_runs: Path, name: str):
+    """The documented rule for DDP (docs/optimizers.md, "The extended closure"): every call of the
+    protocol sees the replica's own rows, and the final G is averaged across replicas; so 2 replicas
+    × b rows equal one process accumulating the two shards as micro-batches, each drawing from its
+    replica's random stream."""
+    module = mlp()
+    runner = stepper(module, PROTOCOL_METHODS[name](module.parameters()), accumulate=2)
+    x, y = dataset().tensors
+    for step in range(3):
+        rows = slice(16 * step, 16 * step + 16)
+        for rank in range(2):
+            torch.manual_seed(100 * step + rank)
+            runner.step(x[rows][rank::2], y[rows][rank::2])
+    for rank in range(2):
+        for p, q in zip(module.parameters(), torch.load(protocol_runs / f"{name}-rank{rank}.pt")):
+            assert torch.allclose(p, q, rtol=0, atol=1e-12)
