@@ -44,8 +44,10 @@ from flatmin.train.runtime import Runtime
 from flatmin.train.step import Stepper
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
-#: Every config option but AdamW (the same step cost as Adam): SGD first, the baseline.
-METHODS = ["sgd", *sorted(path.stem for path in CONF.glob("*.yaml") if path.stem not in ("sgd", "adamw"))]
+#: Weight averaging over a method, named ``<option>+<averaging.kind>``.
+AVERAGED = ["sam+ema", "sgd+swa"]
+#: Every config option but AdamW (the same step cost as Adam): SGD first, the baseline; then the averages.
+METHODS = ["sgd", *sorted(path.stem for path in CONF.glob("*.yaml") if path.stem not in ("sgd", "adamw")), *AVERAGED]
 BERT_VOCAB, BERT_TOKENS = 30522, 128
 
 
@@ -84,10 +86,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int, torch.device], t
 
 def extra_buffers(optimizer: torch.optim.Optimizer, model: nn.Module) -> float:
     """The method's own memory (scratch + state) in units of the model's parameter count."""
-    if not isinstance(optimizer, MultiPassOptimizer):
-        return 0.0
-    tensors = list(optimizer._scratch.values())
-    tensors += [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+    tensors = []
+    while isinstance(optimizer, MultiPassOptimizer):        # a wrapper (averaging, Lookahead), then what it wraps
+        tensors += list(optimizer._scratch.values())
+        tensors += [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+        optimizer = optimizer.base_optimizer
     return sum(t.numel() for t in tensors) / sum(p.numel() for p in model.parameters())
 
 
@@ -105,10 +108,15 @@ class Contestant:
         self.stepper = Stepper(self.model, self.optimizer, nn.functional.cross_entropy, runtime.autocast,
                                runtime.loss_scaler())
         self.times: list[float] = []
+        self.timed_passes = 0
         self.memory = StepMemory()
 
     def build_optimizer(self, method: str) -> torch.optim.Optimizer:
-        return build_optimizer(option_config(method), self.model)
+        option, _, averaging = method.partition("+")
+        cfg = option_config(option)
+        if averaging:
+            cfg.averaging.kind = averaging
+        return build_optimizer(cfg, self.model)
 
     def drive(self) -> None:
         self.stepper.step(self.inputs, self.targets)
@@ -119,18 +127,20 @@ class Contestant:
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
+        passes, start = self.stepper.passes, time.perf_counter()
         self.drive()
         if cuda:
             torch.cuda.synchronize(self.device)
         if timed:
             self.times.append(time.perf_counter() - start)
+            self.timed_passes += self.stepper.passes - passes
         if cuda:
             self.memory.track(before, torch.cuda.memory_allocated(self.device),
                               torch.cuda.max_memory_allocated(self.device), timed)
 
     def result(self) -> dict[str, float]:
-        return {"passes_per_step": self.stepper.passes / self.stepper.micro_steps,
+        return {"passes_per_step": self.timed_passes / len(self.times),     # of the timed steps (Fisher-mask SAM's
+                                                                          # mask steps come every mask_every)
                 "ms_per_step": 1e3 * statistics.median(self.times),
                 "extra_buffers": extra_buffers(self.optimizer, self.model),
                 "peak_mib": self.memory.peak() / 2**20 if self.device.type == "cuda" else float("nan"),
