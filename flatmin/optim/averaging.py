@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from fractions import Fraction
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -30,13 +29,13 @@ from torch.optim import Optimizer
 from torch.optim.swa_utils import get_ema_multi_avg_fn, get_swa_multi_avg_fn
 
 from flatmin.optim.hyper import Card
-from flatmin.optim.multipass import Closure, MultiPassOptimizer
+from flatmin.optim.wrapper import OptimizerWrapper, swapped_in
 
 #: The kinds of average, and what :meth:`WeightAveraging.evaluation_weights` then evaluates.
 KINDS = {"ema": "the EMA average", "swa": "the SWA average"}
 
 
-class WeightAveraging(MultiPassOptimizer):
+class WeightAveraging(OptimizerWrapper):
     """An EMA or SWA of the parameters of ``optimizer`` (a base optimizer, a multi-pass method or
     Lookahead, whose fast weights it then averages), updated after every ``every``-th base step
     past ``start``; :meth:`evaluation_weights` puts the average in the model.
@@ -67,17 +66,13 @@ class WeightAveraging(MultiPassOptimizer):
             raise ValueError(f"start must be a non-negative integer (base steps), got {start!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (base steps), got {every!r}")
-        super().__init__(None, optimizer)
+        super().__init__(optimizer)        # base_steps: t
         self.kind, self.decay, self.start, self.every = kind, decay, start, every
         self.model_buffers = list(buffers)
         self.buffer_averages: list[Tensor] = []
-        self.base_steps = 0                # t
         self.averaged = 0                  # n
-        self._stepped = False
         self._average: Callable[[list[Tensor], list[Tensor], int], None] = \
             get_ema_multi_avg_fn(decay) if kind == "ema" else get_swa_multi_avg_fn()
-        if isinstance(optimizer, MultiPassOptimizer):
-            optimizer.base_step_gate = self._gate_and_count
 
     @property
     def evaluated(self) -> str | None:  # type: ignore[override]
@@ -89,34 +84,10 @@ class WeightAveraging(MultiPassOptimizer):
         """Whether BatchNorm statistics must be recomputed for the evaluation weights (SWA, once averaging)."""
         return self.kind == "swa" and self.averaged > 0
 
-    @property
-    def passes_per_step(self) -> int:  # type: ignore[override]
-        return getattr(self.base_optimizer, "passes_per_step", 1)
-
-    @property
-    def mean_passes_per_step(self) -> int | Fraction:  # type: ignore[override]
-        return getattr(self.base_optimizer, "mean_passes_per_step", 1)
-
-    @torch.no_grad()
-    def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
-        """One step of the wrapped optimizer; then, when due, the average's update."""
-        self._stepped = False
-        if isinstance(self.base_optimizer, MultiPassOptimizer):
-            loss = self.base_optimizer.step(closure)             # its base step asks _gate_and_count
-        else:
-            loss = self.take_pass(closure)
-            if self._gate_and_count():
-                self.base_optimizer.step()
-        if self._stepped:
-            self.base_steps += 1
-            if self.base_steps > self.start and (self.base_steps - self.start) % self.every == 0:
-                self._update()
-        return loss
-
-    def _gate_and_count(self) -> bool:
-        """The trainer's gate (if any), remembering whether the base step runs."""
-        self._stepped = self.base_step_gate is None or bool(self.base_step_gate())
-        return self._stepped
+    def after_base_step(self) -> None:
+        """The average's update, when due: after base step t > start with (t − start) % every = 0."""
+        if self.base_steps > self.start and (self.base_steps - self.start) % self.every == 0:
+            self._update()
 
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -141,41 +112,25 @@ class WeightAveraging(MultiPassOptimizer):
                         average.copy_(buffer)
         self.averaged += 1
 
-    @contextlib.contextmanager
-    def evaluation_weights(self) -> Iterator[None]:
-        """The average A in the parameters (EMA: the buffers' averages in the buffers); the training
-        weights and buffers back bit for bit on exit, even after an exception. Before the first
-        update, nothing changes. A wrapper's context is its own: the wrapped one's is not used."""
+    def evaluation_weights(self) -> contextlib.AbstractContextManager[None]:
+        """The average A in the parameters (EMA: the buffers' averages in the buffers; SWA: the buffers
+        kept as they are, for ``update_bn`` to recompute inside); the training weights and buffers
+        back bit for bit on exit, even after an exception. Before the first update, nothing changes.
+        A wrapper's context is its own: the wrapped one's is not used."""
         if not self.averaged:
-            yield
-            return
+            return contextlib.nullcontext()
         params = self._params()
-        with torch.no_grad():
-            training = [p.detach().clone(memory_format=torch.preserve_format) for p in params]
-            training_buffers = [b.detach().clone() for b in self.model_buffers]
-            torch._foreach_copy_(params, [self.state[p]["average"] for p in params])
-            if self.kind == "ema":
-                for buffer, average in zip(self.model_buffers, self.buffer_averages):
-                    buffer.copy_(average)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, training)
-                for buffer, saved in zip(self.model_buffers, training_buffers):
-                    buffer.copy_(saved)
-
-    def gate_tensors(self) -> list[Tensor]:
-        """The wrapped method's (bSAM's ``gs``)."""
-        return self.base_optimizer.gate_tensors() if isinstance(self.base_optimizer, MultiPassOptimizer) else []
+        averages = [self.state[p]["average"] for p in params]
+        buffers = self.buffer_averages if self.kind == "ema" else self.model_buffers
+        return swapped_in([*params, *self.model_buffers], [*averages, *buffers])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "base_steps": self.base_steps, "averaged": self.averaged,
+        return {**super().state_dict(), "averaged": self.averaged,
                 "buffer_averages": [average.clone() for average in self.buffer_averages]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.base_steps, self.averaged = state_dict["base_steps"], state_dict["averaged"]
+        self.averaged = state_dict["averaged"]
         saved = state_dict["buffer_averages"]
         if saved and len(saved) != len(self.model_buffers):
             raise ValueError(f"the checkpoint averages {len(saved)} buffers, this model has {len(self.model_buffers)}")

@@ -19,8 +19,6 @@ Buffers such as BatchNorm statistics are not interpolated. Cost: the wrapped opt
 from __future__ import annotations
 
 import contextlib
-from fractions import Fraction
-from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -28,13 +26,14 @@ from torch.optim import Optimizer
 
 from flatmin.checks import NON_NEGATIVE, Check
 from flatmin.optim.hyper import Card
-from flatmin.optim.multipass import Closure, MultiPassOptimizer
+from flatmin.optim.multipass import Closure
+from flatmin.optim.wrapper import OptimizerWrapper, swapped_in
 
 #: ``prox``: a number >= 0, or ``auto`` (1/lr of each param group at each step).
 PROX = Check(lambda value: value == "auto" or NON_NEGATIVE(value), "a number >= 0 or auto (1/lr)")
 
 
-class Lookahead(MultiPassOptimizer):
+class Lookahead(OptimizerWrapper):
     """Lookahead over ``optimizer``: a base optimizer (SGD, Adam, …) or a multi-pass method (SAM, …).
 
     It shares the wrapped optimizer's param groups and keeps its ``base_step_gate``: the gate set on
@@ -64,48 +63,29 @@ class Lookahead(MultiPassOptimizer):
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if not PROX(prox):
             raise ValueError(f"prox must be {PROX.requirement}, got {prox!r}")
-        super().__init__(None, optimizer)
+        super().__init__(optimizer)
         self.k = k
         self.alpha = alpha
         self.prox = prox
-        self.base_steps = 0
-        self._stepped = False
-        if isinstance(optimizer, MultiPassOptimizer):
-            optimizer.base_step_gate = self._gate_and_count
-
-    @property
-    def passes_per_step(self) -> int:  # type: ignore[override]
-        return getattr(self.base_optimizer, "passes_per_step", 1)
-
-    @property
-    def mean_passes_per_step(self) -> int | Fraction:  # type: ignore[override]
-        return getattr(self.base_optimizer, "mean_passes_per_step", 1)
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """One step of the wrapped optimizer; every k-th base step, the slow-weight update."""
-        params = [p for group in self.param_groups for p in group["params"]]
-        slow = self._slow_weights(params)                        # φ = θ₀ on the first call
-        self._stepped = False
-        if isinstance(self.base_optimizer, MultiPassOptimizer):
-            loss = self.base_optimizer.step(closure)             # its base step asks _gate_and_count
-        else:
-            loss = self.take_pass(closure)
-            if self._gate_and_count():
-                self.base_optimizer.step()
-        if self._stepped:
-            self.base_steps += 1
-            if self.base_steps % self.k == 0:
-                torch._foreach_lerp_(slow, params, self.alpha)  # φ ← φ + alpha·(θ − φ)
-                torch._foreach_copy_(params, slow)               # θ ← φ
-        return loss
+        self._slow_weights()                                     # φ = θ₀ on the first call
+        return super().step(closure)
 
-    def _gate_and_count(self) -> bool:
-        """The trainer's gate (if any), remembering whether the base step runs; then the proximal term."""
-        self._stepped = self.base_step_gate is None or self.base_step_gate()
-        if self._stepped and self.prox != 0:
+    def after_base_step(self) -> None:
+        """Every k-th base step: ``φ ← φ + alpha·(θ − φ)``, ``θ ← φ``."""
+        if self.base_steps % self.k == 0:
+            params = self._params()
+            slow = self._slow_weights()
+            torch._foreach_lerp_(slow, params, self.alpha)
+            torch._foreach_copy_(params, slow)
+
+    def before_base_step(self) -> None:
+        """RAPP's proximal term, when ``prox`` is not 0."""
+        if self.prox != 0:
             self._add_proximal_term()
-        return self._stepped
 
     def _add_proximal_term(self) -> None:
         """``.grad ← G + prox·(θ − φ)`` for every parameter with a gradient."""
@@ -120,37 +100,19 @@ class Lookahead(MultiPassOptimizer):
             distance = torch._foreach_sub(params, [self.state[p]["slow"] for p in params])    # θ − φ
             torch._foreach_add_([p.grad for p in params], distance, alpha=coefficient)
 
-    @contextlib.contextmanager
-    def evaluation_weights(self) -> Iterator[None]:
+    def evaluation_weights(self) -> contextlib.AbstractContextManager[None]:
         """The slow weights φ in the model (the release evaluates them: michaelrzhang/lookahead's
         ``_backup_and_load_cache``); nothing before the first step. The wrapped method's own
         evaluation weights are not used: a wrapper's context is its own."""
-        params = [p for group in self.param_groups for p in group["params"] if "slow" in self.state.get(p, {})]
-        if not params:
-            yield
-            return
-        with torch.no_grad():
-            training = [p.detach().clone(memory_format=torch.preserve_format) for p in params]
-            torch._foreach_copy_(params, [self.state[p]["slow"] for p in params])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, training)
+        params = [p for p in self._params() if "slow" in self.state.get(p, {})]
+        return swapped_in(params, [self.state[p]["slow"] for p in params])
 
-    def gate_tensors(self) -> list[Tensor]:
-        """The wrapped method's (bSAM's ``gs``)."""
-        return self.base_optimizer.gate_tensors() if isinstance(self.base_optimizer, MultiPassOptimizer) else []
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
 
-    def _slow_weights(self, params: list[Tensor]) -> list[Tensor]:
+    def _slow_weights(self) -> list[Tensor]:
+        params = self._params()
         for param in params:
             if "slow" not in self.state[param]:
                 self.state[param]["slow"] = param.detach().clone(memory_format=torch.preserve_format)
         return [self.state[param]["slow"] for param in params]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "base_steps": self.base_steps}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.base_steps = state_dict["base_steps"]
