@@ -3,6 +3,7 @@ building blocks (the loss and its gradient at given parameter values, with ``tor
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -70,6 +71,32 @@ def closure_for(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y
         return loss.detach()
     closure.batch_size = len(y)
     return closure
+
+
+def plain_closure_for(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, calls: list):
+    """A plain closure, ``closure()`` only, as the basic contract's users write it; ``calls`` counts its calls."""
+    def closure():
+        calls.append(1)
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+    return closure
+
+
+def assert_a_twin_continues_bit_for_bit(model: nn.Module, optimizer: torch.optim.Optimizer,
+                                        factory: Callable[..., torch.optim.Optimizer], data) -> None:
+    """A fresh optimizer (``factory(params)``) on a copy of ``model``, loaded with ``optimizer``'s
+    state_dict, takes the steps of ``data`` bit for bit as ``optimizer`` does (same random stream)."""
+    twin = copy.deepcopy(model)
+    twin_optimizer = factory(twin.parameters())
+    twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    for net, opt in ((model, optimizer), (twin, twin_optimizer)):
+        torch.manual_seed(5)
+        for x, y in data:
+            opt.step(closure_for(net, opt, x, y, []))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
 
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data) -> int:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from torch import nn
 from torch.func import functional_call
 
 from flatmin.optim import ESAM, SAM
-from tests.optim.common import (MODELS, SGD_KWARGS, assert_params_equal, batches, closure_for, combine, grad, mlp,
-                                norm, parameters, sgd_step)
+from tests.optim.common import (MODELS, SGD_KWARGS, assert_a_twin_continues_bit_for_bit, assert_params_equal, batches,
+                                closure_for, combine, grad, mlp, norm, parameters, plain_closure_for, sgd_step)
 
 RELEASE_EPS = 1e-7
 LR = 0.1
@@ -114,14 +113,7 @@ def test_esam_without_selection_or_mask_is_sam_with_its_epsilon():
         reference.step()
         calls = []
 
-        def closure():
-            calls.append(1)
-            esam.zero_grad()
-            loss = nn.functional.cross_entropy(esam_model(x), y)
-            loss.backward()
-            return loss
-
-        esam.step(closure)
+        esam.step(plain_closure_for(esam_model, esam, x, y, calls))
         sam.step(closure_for(sam_model, sam, x, y, []))
         assert len(calls) == 2
         assert_params_equal(esam_model, dict(zip(theta, (p.detach() for p in reference.param_groups[0]["params"]))),
@@ -188,12 +180,5 @@ def test_the_mask_is_state_and_a_round_trip_continues_bit_for_bit():
     state = optimizer.state_dict()["method"]["state"]
     assert sorted(state) == [0, 1, 2, 3] and all(set(value) == {"mask"} for value in state.values())
     assert {value["mask"].item() for value in state.values()} <= {0.0, 1.0}
-    twin = copy.deepcopy(model)
-    twin_optimizer = ESAM(twin.parameters(), torch.optim.SGD, beta=0.5, gamma=0.5, **SGD_KWARGS)
-    twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    for net, opt in ((model, optimizer), (twin, twin_optimizer)):
-        torch.manual_seed(5)
-        for x, y in data[3:]:
-            opt.step(closure_for(net, opt, x, y, []))
-    for p, q in zip(model.parameters(), twin.parameters()):
-        assert torch.equal(p, q)
+    assert_a_twin_continues_bit_for_bit(
+        model, optimizer, lambda params: ESAM(params, torch.optim.SGD, beta=0.5, gamma=0.5, **SGD_KWARGS), data[3:])

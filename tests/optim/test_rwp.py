@@ -3,15 +3,14 @@ formulas (nblt/mARWP@d739394 ``train_marwp.py``, ``utils.py``), written out, in 
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 from torch import nn
 
 from flatmin.optim import RWP
-from tests.optim.common import (MODELS, SGD_KWARGS, assert_params_equal, batches, closure_for, combine, grad, mlp,
-                                parameters, sgd_step)
+from tests.optim.common import (MODELS, SGD_KWARGS, assert_a_twin_continues_bit_for_bit, assert_params_equal, batches,
+                                closure_for, combine, grad, mlp, parameters, plain_closure_for, sgd_step)
 
 LR = 0.1
 
@@ -113,14 +112,7 @@ def test_rwp_lam_one_is_a_single_perturbed_pass(eta: float):
     for (x, y), theta in zip(data, expected):
         calls = []
 
-        def closure():
-            calls.append(1)
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        optimizer.step(plain_closure_for(model, optimizer, x, y, calls))
         assert len(calls) == 1
         assert_params_equal(model, theta, rtol=1e-12, atol=1e-14)
 
@@ -174,12 +166,5 @@ def test_the_fisher_is_state_and_a_round_trip_continues_bit_for_bit():
     for x, y in data[:3]:
         optimizer.step(closure_for(model, optimizer, x, y, []))
     assert all(set(value) == {"F"} for value in optimizer.state_dict()["method"]["state"].values())
-    twin = copy.deepcopy(model)
-    twin_optimizer = RWP(twin.parameters(), torch.optim.SGD, sigma=0.05, eta=0.1, **SGD_KWARGS)
-    twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    for net, opt in ((model, optimizer), (twin, twin_optimizer)):
-        torch.manual_seed(5)
-        for x, y in data[3:]:
-            opt.step(closure_for(net, opt, x, y, []))
-    for p, q in zip(model.parameters(), twin.parameters()):
-        assert torch.equal(p, q)
+    assert_a_twin_continues_bit_for_bit(
+        model, optimizer, lambda params: RWP(params, torch.optim.SGD, sigma=0.05, eta=0.1, **SGD_KWARGS), data[3:])
