@@ -82,6 +82,7 @@ class ESAM(MultiPassOptimizer, key="esam"):
         "gamma": Hyper(0.5, UNIT_INTERVAL, "SDS: the second pass takes the rows above the gamma·B-th sharpest; "
                        ">= 0.99 takes every row and skips the forward-only pass", structural=True),
     }
+    replica_state = ("mask",)  # under DDP: the SWP mask, from each replica's own draws
     card = Card("ESAM", "3 (2 + 1 forward-only); 2 with `gamma >= 0.99`", "1 (θ) + the tensor mask (state)",
                 "Du et al., ICLR 2022")
 

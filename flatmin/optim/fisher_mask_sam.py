@@ -87,6 +87,7 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
         "num_samples": Hyper(16, POSITIVE_INT, "examples (the first rows of the batch) whose squared gradients "
                                                "sum to the Fisher, one pass each", structural=True),
     }
+    replica_state = ("mask",)  # under DDP: the mask, from each replica's own rows
     card = Card("Fisher-mask SAM (FSAM; SSAM-F)", "2, plus `num_samples` every `mask_every`-th step",
                 "3 (θ, g; mask, state)", "Zhong et al., Findings of EMNLP 2022; Mi et al., NeurIPS 2022")
 

@@ -55,6 +55,7 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
         "lmbda": Hyper(0.6, UNIT_INTERVAL, "m ← lmbda·m + (1 − lmbda)·g", schedulable=True),
         **ADAPTIVE_BALL,
     }
+    replica_state = ("m",)  # under DDP: m, from each replica's own gradients
     card = Card("F-SAM (Friendly SAM)", "2", "2 (θ, m: state)", "Li et al., CVPR 2024")
     passes_per_step = 2
 

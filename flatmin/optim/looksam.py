@@ -59,6 +59,7 @@ class LookSAM(MultiPassOptimizer, key="looksam"):
         "alpha": Hyper(0.7, NON_NEGATIVE, "weight of the reused g_v: G = g + alpha·(‖g‖/‖g_v‖)·g_v",
                        schedulable=True),
     }
+    replica_state = ("g_v",)  # under DDP: g_v, from each replica's own gradients
     card = Card("LookSAM", "2 every k-th step, else 1 (1 + 1/k on average)",
                 "3 (θ, g; `g_v`, state)", "Liu et al., CVPR 2022")
 

@@ -143,6 +143,10 @@ class MultiPassOptimizer(Optimizer):
     #: True for a method that is a whole optimizer (bSAM): it makes its own update from its declared
     #: hyperparameters, so ``build_optimizer`` gives it the param groups instead of a base optimizer.
     full_optimizer: ClassVar[bool] = False
+    #: Keys of ``state`` that a replica builds from its own gradients or draws under DDP (VaSSO's ``d``,
+    #: ESAM's mask): they differ between replicas, so the trainer checkpoints every replica's
+    #: (:func:`replica_state_dict`).
+    replica_state: ClassVar[tuple[str, ...]] = ()
 
     @property
     def mean_passes_per_step(self) -> int | Fraction:
@@ -316,6 +320,37 @@ class MultiPassOptimizer(Optimizer):
         super().load_state_dict(state_dict["method"])
         self.base_optimizer.load_state_dict(state_dict["base"])
         self.param_groups = self.base_optimizer.param_groups
+
+
+def optimizer_stack(optimizer: Optimizer) -> list[MultiPassOptimizer]:
+    """``optimizer`` and the flatmin optimizers it wraps (Lookahead's, an average's), outermost first."""
+    stack = []
+    while isinstance(optimizer, MultiPassOptimizer):
+        stack.append(optimizer)
+        optimizer = optimizer.base_optimizer
+    return stack
+
+
+def replica_state_dict(optimizer: Optimizer) -> list[dict[int, dict[str, Tensor]]] | None:
+    """This replica's own part of the optimizer's state (``replica_state``), per optimizer of the
+    stack, by parameter index, on the CPU; None where no optimizer of the stack has such state."""
+    stack = optimizer_stack(optimizer)
+    if not any(level.replica_state for level in stack):
+        return None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return [{index: {key: level.state[p][key].detach().cpu() for key in level.replica_state if key in level.state[p]}
+             for index, p in enumerate(params) if p in level.state}
+            for level in stack]
+
+
+def load_replica_state_dict(optimizer: Optimizer, entries: list[dict[int, dict[str, Tensor]]]) -> None:
+    """Put a replica's own state (:func:`replica_state_dict`) back, over what ``load_state_dict`` set."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for level, entry in zip(optimizer_stack(optimizer), entries):
+        for index, values in entry.items():
+            param = params[index]
+            for key, value in values.items():
+                level.state[param][key] = value.to(param.device).clone()
 
 
 def _signature(hyperparameters: dict[str, Hyper]) -> inspect.Signature:

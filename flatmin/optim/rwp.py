@@ -68,6 +68,7 @@ class RWP(MultiPassOptimizer, key="rwp"):
         "eta": Hyper(0.0, NON_NEGATIVE, "mARWP: ε /= sqrt(1 + eta·F) per filter; 0: m-RWP (no F)", schedulable=True),
         "beta": Hyper(0.99, UNIT_INTERVAL, "mARWP: F ← beta·F + g1²", schedulable=True),
     }
+    replica_state = ("F",)  # under DDP: mARWP's F, from each replica's own gradients
     card = Card("RWP; m-RWP (`lam < 1`); mARWP (`eta > 0`)", "2 on half the batch each; 1 with `lam: 1`",
                 "2 (θ, g0) + F (state) with `eta > 0`", "Li et al., TMLR 2024")
 

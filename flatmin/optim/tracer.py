@@ -49,6 +49,7 @@ class TRACER(MultiPassOptimizer, key="tracer"):
         "beta2": Hyper(0.999, FRACTION, "decay of the running Fisher v", schedulable=True),
         "delta": Hyper(1e-8, POSITIVE, "D = 1/(sqrt(v̂) + delta)", schedulable=True),
     }
+    replica_state = ("v",)  # under DDP: the Fisher v, from each replica's own gradients
     card = Card("SGD-TRACER, Adam-TRACER (the project's formulation of G-TRACER)", "2",
                 "2 (θ, Fisher v); 3 if `lam < 1` (a copy of g)", "Williams & Roberts, arXiv 2306.13914")
     passes_per_step = 2

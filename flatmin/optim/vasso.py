@@ -49,6 +49,7 @@ class VaSSO(MultiPassOptimizer, key="vasso"):
         "theta": Hyper(0.4, UNIT_INTERVAL, "d ← (1 − theta)·d + theta·g; 1 is SAM (with epsilon 1e-7)",
                        schedulable=True),
     }
+    replica_state = ("d",)  # under DDP: d, from each replica's own gradients
     card = Card("VaSSO", "2", "2 (θ, d: state)", "Li & Giannakis, NeurIPS 2023")
     passes_per_step = 2
 

@@ -40,7 +40,7 @@ from flatmin import rundir
 from flatmin.errors import CheckpointError, DivergedError
 from flatmin.optim import HyperparameterSchedule
 from flatmin.optim.averaging import WeightAveraging
-from flatmin.optim.multipass import evaluation_weights
+from flatmin.optim.multipass import evaluation_weights, load_replica_state_dict, replica_state_dict
 from flatmin.rundir import load_checkpoint, save_checkpoint
 from flatmin.train.distributed import barrier, gather_objects, unwrap
 from flatmin.train.loggers import Loggers
@@ -422,6 +422,8 @@ class Trainer:
             "hyper_schedule": self.hyper_schedule.state_dict(),
             "stepper": self.stepper.state_dict(),
             "rng": gather_objects(rng_state(), self.replica),   # one entry per replica
+            **({"replica_optimizer_state": gather_objects(replica_state_dict(self.optimizer), self.replica)}
+               if self.replica.distributed else {}),            # the method state each replica built itself
             "trainer": {"best": self.best, "best_test": self.best_test, "last_record": self.last_record,
                         "samples_seen": self.samples_seen, "train_time_s": self.train_time_s,
                         "elapsed_s": self.elapsed_s, "wandb_run_id": self.loggers.wandb_run_id,
@@ -443,6 +445,9 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as error:
             raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer "
                                   f"({str(error).splitlines()[0]}); resume with the config it was made with.") from error
+        replica_states = state.get("replica_optimizer_state")
+        if replica_states is not None and replica_states[0] is not None:
+            load_replica_state_dict(self.optimizer, replica_states[self.replica.rank % len(replica_states)])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.swalr is not None:
             self.swalr.load_state_dict(state["swa_scheduler"])

@@ -203,3 +203,51 @@ def test_an_extended_closure_method_on_two_replicas_equals_one_process_accumulat
     for rank in range(2):
         for p, q in zip(module.parameters(), torch.load(protocol_runs / f"{name}-rank{rank}.pt")):
             assert torch.allclose(p, q, rtol=0, atol=1e-12)
+
+
+class Interrupted(Exception):
+    """The fault injected into the second epoch of a run."""
+
+
+def resume_worker(rank: int, world_size: int, port: int, out: Path, options: list[str]) -> None:
+    """For each option, on 2 replicas: a straight 2-epoch run, and one killed in its second epoch then
+    resumed (``trainer.resume=auto``), as ``run`` does it under torchrun."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    from flatmin.train import Trainer, run
+    from tests.conftest import make_config
+
+    real_train_epoch = Trainer.train_epoch
+
+    def train_epoch_then_die(self, epoch):
+        if epoch == 1:
+            raise Interrupted("killed during epoch 2")
+        return real_train_epoch(self, epoch)
+
+    for option in options:
+        overrides = (f"optimizer={option}", "trainer.epochs=2", "trainer.limit_train_batches=5")
+        run(make_config(out / option / "straight", *overrides))
+        interrupted = make_config(out / option / "resumed", *overrides)
+        Trainer.train_epoch = train_epoch_then_die
+        try:
+            run(interrupted)
+        except Interrupted:
+            pass
+        Trainer.train_epoch = real_train_epoch
+        interrupted.trainer.resume = "auto"
+        run(interrupted)
+    dist.destroy_process_group()
+
+
+def test_a_ddp_run_resumes_every_replica_s_own_method_state_bit_for_bit(tmp_path: Path):
+    """VaSSO's d and ESAM's SWP mask differ between replicas (each builds them from its own
+    gradients or draws); the checkpoint carries every replica's, so a resumed DDP run is bit for bit
+    the uninterrupted one (with rank 0's state on both replicas it is not)."""
+    options = ["vasso", "esam"]
+    mp.spawn(resume_worker, args=(2, free_port(), tmp_path, options), nprocs=2)
+    for option in options:
+        straight = torch.load(tmp_path / option / "straight" / "last.pt", weights_only=False)
+        resumed = torch.load(tmp_path / option / "resumed" / "last.pt", weights_only=False)
+        assert len(resumed["replica_optimizer_state"]) == 2
+        for key, tensor in straight["model"].items():
+            assert torch.equal(tensor, resumed["model"][key]), (option, key)
