@@ -7,7 +7,7 @@ stochastic weight average (SWA, Izmailov et al., UAI 2018) of the parameters aft
         ema:  A ← lerp(A, θ, 1 − decay)      torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
         swa:  A ← lerp(A, θ, 1/(n + 1))      torch.optim.swa_utils.get_swa_multi_avg_fn(); n += 1
 
-The averages are torch's own functions (``docs/optimizers.md``, "Weight averaging"), applied as
+The averages are torch's own functions (``docs/optimizers.md``, "Weight averaging: SWA and EMA"), applied as
 ``AveragedModel(use_buffers=False)`` does: parameters grouped by device and dtype. EMA given the
 model's ``buffers`` averages the floating ones with the same decay and copies the integer ones
 (``num_batches_tracked``), as timm's ``ModelEmaV3`` averages "everything in the model state_dict".

@@ -2,7 +2,7 @@
 
 RWP trains on the loss smoothed by random, filter-wise scaled noise instead of SAM's adversarial
 ascent; m-RWP mixes in a clean gradient taken on another half of the data; mARWP (``eta > 0``)
-shrinks the noise where a running Fisher estimate F is large (``docs/optimizers.md``, "RWP"):
+shrinks the noise where a running Fisher estimate F is large (``docs/optimizers.md``, "RWP, m-RWP and mARWP"):
 
     lam < 1:  A, B' = torch.arange(B).tensor_split(2)     the first ⌈B/2⌉ rows, the rest
               g0 = ∇L_A(θ)                                closure(indices=A), clean, first
