@@ -206,10 +206,11 @@ class Trainer:
         bar = tqdm(batches, total=self.micro_batches, initial=progress.batches,
                    desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=None if self.cfg.progress_bar else True,
                    leave=False, dynamic_ncols=True)
+        accumulate, log_every = self.cfg.accumulate_grad_batches, self.cfg.log_every_n_steps  # read once, not per step
         for index, (inputs, targets) in enumerate(bar, start=progress.batches):
             inputs, targets = self.runtime.to_device(inputs), targets.to(self.device, non_blocking=True)
-            group_start = index - index % self.cfg.accumulate_grad_batches
-            group_size = min(self.cfg.accumulate_grad_batches, self.micro_batches - group_start)
+            group_start = index - index % accumulate
+            group_size = min(accumulate, self.micro_batches - group_start)
             loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
             progress.window += torch.stack([loss.double() * len(targets),
                                             self.task.count_correct(outputs, targets).double()])
@@ -221,7 +222,7 @@ class Trainer:
             self.hyper_schedule.step()
             self.global_step += 1
             self._switch_to_swalr_if_due()
-            if self.global_step % self.cfg.log_every_n_steps == 0:
+            if self.global_step % log_every == 0:
                 loss_sum, correct = progress.window.tolist()
                 self._check_divergence(loss_sum / progress.window_count, epoch)
                 now = time.perf_counter()
