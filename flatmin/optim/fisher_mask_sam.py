@@ -135,7 +135,7 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
         own tensors; the mask is then 1 on the int(N·(1 − sparsity)) largest entries of F (torch.topk
         over their concatenation), 0 elsewhere."""
         params = moved.params
-        fisher = self._masks(params)                            # F, until the mask overwrites it
+        fisher = self.state_tensors("mask", params)            # F, until the mask overwrites it
         if fisher:
             torch._foreach_zero_(fisher)
         for row in range(count):
@@ -170,13 +170,6 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
             torch._foreach_mul_(steps, masks)
             torch._foreach_mul_(steps, entry.options["rho"] / (norm + EPS))
             torch._foreach_add_(params, steps)
-
-    def _masks(self, params: list[Tensor]) -> list[Tensor]:
-        """The state tensors ``mask`` of ``params`` (0 or 1, in the parameter's dtype), created on first use."""
-        for param in params:
-            if "mask" not in self.state[param]:
-                self.state[param]["mask"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        return [self.state[param]["mask"] for param in params]
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "steps": self.steps}

@@ -102,7 +102,7 @@ class LookSAM(MultiPassOptimizer, key="looksam"):
         torch._foreach_add_(g, g_s)
         ran = self.base_step()                                  # with G = g_s (the gate may clip it)
         if ran:
-            torch._foreach_copy_(self._g_v(active.params), g)
+            torch._foreach_copy_(self.state_tensors("g_v", active.params), g)
         return ran
 
     def _reuse_step(self, active: ActiveParams) -> bool:
@@ -121,13 +121,6 @@ class LookSAM(MultiPassOptimizer, key="looksam"):
                 torch._foreach_mul_(scaled, entry.options["alpha"] * ratio)
                 torch._foreach_add_(entry.grads, scaled)
         return self.base_step()
-
-    def _g_v(self, params: list[Tensor]) -> list[Tensor]:
-        """The state tensors ``g_v`` of ``params``, created on first use."""
-        for param in params:
-            if "g_v" not in self.state[param]:
-                self.state[param]["g_v"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        return [self.state[param]["g_v"] for param in params]
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "steps": self.steps}

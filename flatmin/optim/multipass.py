@@ -232,6 +232,14 @@ class MultiPassOptimizer(Optimizer):
             result.append(buffer)
         return result
 
+    def state_tensors(self, name: str, params: list[Tensor]) -> list[Tensor]:
+        """The method's state tensors ``name`` of ``params``, one per parameter, zeros created on first
+        use. Unlike scratch, state is checkpointed (``state_dict``) and carries over from step to step."""
+        for param in params:
+            if name not in self.state[param]:
+                self.state[param][name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return [self.state[param][name] for param in params]
+
     def save(self, name: str, params: list[Tensor], tensors: list[Tensor]) -> list[Tensor]:
         """Copy ``tensors`` (one per parameter: the parameters themselves, or their gradients) into
         the scratch buffers ``name`` of ``params`` and return those buffers."""

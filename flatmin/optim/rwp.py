@@ -151,17 +151,11 @@ class RWP(MultiPassOptimizer, key="rwp"):
                 continue
             grads = [p.grad for p in params]
             finite = torch.isfinite(global_norm(grads))
-            fishers = [self._fisher(p) for p in params]
+            fishers = self.state_tensors("F", params)
             updated = torch._foreach_mul(fishers, entry.options["beta"])
             torch._foreach_addcmul_(updated, grads, grads)
             for fisher, new in zip(fishers, updated):
                 torch.where(finite, new, fisher, out=fisher)
-
-    def _fisher(self, p: Tensor) -> Tensor:
-        state = self.state[p]
-        if "F" not in state:
-            state["F"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state["F"]
 
     def _mix(self, clean: ActiveParams, g0: list[Tensor]) -> None:
         """``.grad ← lam·g1 + (1 − lam)·g0`` per group; a tensor with a clean gradient but none from
