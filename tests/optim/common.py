@@ -107,6 +107,18 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data) -> int:
     return len(calls)
 
 
+def overflow_on_pass(number: int):
+    """A loss function that returns inf on its ``number``-th call (an fp16 overflow in that pass)."""
+    calls = []
+
+    def loss_fn(outputs, targets, reduction="mean"):
+        calls.append(1)
+        loss = nn.functional.cross_entropy(outputs, targets, reduction=reduction)
+        return loss * float("inf") if len(calls) == number else loss
+
+    return loss_fn
+
+
 def stepper_for(model: nn.Module, optimizer: torch.optim.Optimizer, accumulate: int = 1,
                 scaler: LossScaler | None = None, loss_fn=nn.functional.cross_entropy, autocast=None) -> Stepper:
     """The trainer's own step driver, on the CPU, without autocast unless given."""

@@ -15,7 +15,7 @@ from flatmin.optim import (BSAM, ESAM, GNP, GSAM, MSAM, NSO, RWP, SAM, TRACER, W
                            VaSSO)
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, METHOD_FACTORIES, SGD_KWARGS, batches, closure_for, convnet, image_batches, mlp,
-                                stepper_for, train)
+                                overflow_on_pass, stepper_for, train)
 
 NAMES = list(METHOD_FACTORIES)
 
@@ -61,8 +61,9 @@ def test_each_step_makes_exactly_the_passes_the_spec_lists(name: str):
 def first_pass_point(name: str, model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` at the point of the step's first pass: θ, or for NSO without a clean pass
     (lam = 0, ``clean_pass="when_needed"``) the first draw θ + sigma·ε, for bSAM the sample
-    θ + ε/sqrt(N·s_init) (replayed from the same seed, same parameter order). MSAM's only pass is at θ − rho·v/‖v‖, which is θ on a first step (no
-    first moment yet; test_msam.py checks a later step's statistics)."""
+    θ + ε/sqrt(N·s_init) (replayed from the same seed, same parameter order). MSAM's only pass is at
+    θ − rho·v/‖v‖, which is θ on a first step (no first moment yet; test_msam.py checks a later
+    step's statistics)."""
     probe = copy.deepcopy(model)
     optimizer = build(name, model)
     group = optimizer.param_groups[0]
@@ -135,18 +136,6 @@ def test_a_bf16_autocast_step_runs_and_leaves_finite_parameters(name: str):
         runner.step(x, y)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
-
-
-def overflow_on_pass(number: int):
-    """A loss function that returns inf on its ``number``-th call (an fp16 overflow in that pass)."""
-    calls = []
-
-    def loss_fn(outputs, targets, reduction="mean"):
-        calls.append(1)
-        loss = nn.functional.cross_entropy(outputs, targets, reduction=reduction)
-        return loss * float("inf") if len(calls) == number else loss
-
-    return loss_fn
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -15,7 +15,8 @@ from torch import nn
 from flatmin.optim import SAM, FisherMaskSAM, VaSSO, param_groups
 from flatmin.train.precision import LossScaler
 from tests.optim.common import (CPU, MODELS, SGD_KWARGS, assert_params_equal, batches, closure_for, convnet, grad,
-                                image_batches, loss_and_grad, mlp, norm, parameters, sgd_step, stepper_for)
+                                image_batches, loss_and_grad, mlp, norm, overflow_on_pass, parameters, sgd_step,
+                                stepper_for)
 
 #: The release's epsilon in ‖g‖ + ε.
 EPS = 1e-7
@@ -204,17 +205,6 @@ def test_rho_zero_gives_the_base_trajectory_exactly():
     assert runner.passes == 3 * (2 + 4) + 3 * 2              # mask steps t = 0, 2, 4
     for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
         assert torch.equal(a, b)
-
-
-def overflow_on_pass(number: int):
-    calls = []
-
-    def loss_fn(outputs, targets, reduction="mean"):
-        calls.append(1)
-        loss = nn.functional.cross_entropy(outputs, targets, reduction=reduction)
-        return loss * float("inf") if len(calls) == number else loss
-
-    return loss_fn
 
 
 def test_an_overflow_in_a_fisher_pass_skips_the_step_and_the_next_step_builds_the_mask_again():
