@@ -1,7 +1,8 @@
 """Datasets: one module per family, each returning :class:`DataSplits`; ``build_dataset`` picks one.
 
-The families that need torchvision, transformers or ``datasets`` are imported when first built, so
-that a run on digits (and every command-line error) does not wait seconds for those imports.
+Every family is imported when first built (digits needs scikit-learn, the images torchvision, GLUE
+transformers and ``datasets``), so that a run waits only for the imports of its own data, and a
+command-line error for none.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from omegaconf import DictConfig
 import torch
 
 from flatmin.data.device_loader import build_device_loaders
-from flatmin.data.digits import build_digits
 from flatmin.data.splits import DataSplits, EpochShuffleSampler, Loaders, build_loaders, resolve_num_workers
 from flatmin.errors import ConfigError, DataFormatError
 
@@ -28,8 +28,7 @@ def imported_on_use(module: str, builder: str) -> Callable[[DictConfig], DataSpl
 
 
 DATASETS: dict[str, Callable[[DictConfig], DataSplits]] = {
-    "digits": lambda cfg: build_digits(cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed,
-                                       cfg.get("label_noise")),
+    "digits": imported_on_use("digits", "build_digits"),
     "cifar10": imported_on_use("cifar", "build_cifar"),
     "cifar100": imported_on_use("cifar", "build_cifar"),
     **{name: imported_on_use("finetune", "build_finetune") for name in FINETUNE_SETS},

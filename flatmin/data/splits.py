@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
 
 from flatmin.data.label_noise import NoisyLabels
 
@@ -89,22 +89,39 @@ def resolve_num_workers(value: int | str) -> int:
     return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+class BatchesOf(BatchSampler):
+    """The index batches of ``sampler`` as index tensors, each handed to the dataset whole
+    (``dataset[indices]``: indexing by a tensor, a list of ints costs 15 times as much); forwards
+    :meth:`set_epoch` to ``sampler``, which the trainer calls on ``loader.sampler``."""
+
+    def __iter__(self) -> Iterator[torch.Tensor]:  # type: ignore[override]
+        return (torch.tensor(batch) for batch in super().__iter__())
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.sampler.set_epoch(epoch, skip_batches)
+
+
 def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num_workers: int,
                   seed: int, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
     """Wrap the splits in DataLoaders: shuffled, full batches for training (``batch_size`` per
-    replica, each replica its share); every replica evaluates whole splits, in order."""
+    replica, each replica its share); every replica evaluates whole splits, in order.
+
+    A split held in memory as tensors (a ``TensorDataset``: digits) is gathered a batch at a time,
+    one index per tensor, instead of sample by sample and stacked: the same rows in the same order,
+    bit for bit, without the per-sample cost (135 µs a batch of 64 on digits, the most of a step of
+    the quick start's small CNN on a CPU)."""
+
+    def loader(dataset: Dataset, sampler: Sampler[int], size: int, drop_last: bool) -> DataLoader:
+        workers = {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
+        if isinstance(dataset, TensorDataset) and splits.collate is None:
+            return DataLoader(dataset, batch_size=None, sampler=BatchesOf(sampler, size, drop_last), **workers)
+        return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=drop_last, collate_fn=splits.collate,
+                          **workers)
 
     def eval_loader(dataset: Dataset | None) -> DataLoader | None:
-        if dataset is None:
-            return None
-        return DataLoader(dataset, batch_size=eval_batch_size, shuffle=False, collate_fn=splits.collate,
-                          num_workers=num_workers, pin_memory=pin_memory,
-                          persistent_workers=num_workers > 0)
+        return None if dataset is None else loader(dataset, SequentialSampler(dataset), eval_batch_size, False)
 
-    train = DataLoader(splits.train, batch_size=batch_size,
-                       sampler=EpochShuffleSampler(len(splits.train), seed, rank, world_size, batch_size),
-                       collate_fn=splits.collate,
-                       num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
-                       persistent_workers=num_workers > 0)
+    train = loader(splits.train, EpochShuffleSampler(len(splits.train), seed, rank, world_size, batch_size),
+                   batch_size, True)
     return Loaders(train=train, val=eval_loader(splits.val), test=eval_loader(splits.test),
                    extra_val={prefix: eval_loader(dataset) for prefix, dataset in splits.extra_val.items()})
