@@ -17,7 +17,7 @@ from flatmin.config import validate
 from flatmin.data import DATASETS, build_dataset
 from flatmin.errors import ConfigError
 from flatmin.models import build_model
-from flatmin.optim import MultiPassOptimizer, build_optimizer
+from flatmin.optim import build_optimizer
 from flatmin.train.schedulers import build_scheduler
 from tests.conftest import CONF, make_config, run_cli
 

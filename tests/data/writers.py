@@ -116,14 +116,14 @@ def write_cars(data_dir: Path, per_class: tuple[int, int] = (2, 1)) -> None:
     cars_test_annos_withlabels.mat (struct arrays with 1-based ``class`` and ``fname``)."""
     folder = Path(data_dir) / "stanford_cars"
     image = write_image(folder / "source.jpg")
-    for split, count, annotations in (("train", per_class[0], "devkit/cars_train_annos.mat"),
-                                      ("test", per_class[1], "cars_test_annos_withlabels.mat")):
+    for split, count, annotation_file in (("train", per_class[0], "devkit/cars_train_annos.mat"),
+                                          ("test", per_class[1], "cars_test_annos_withlabels.mat")):
         labels = [label for label in range(196) for _ in range(count)]
         names = [f"{i + 1:05d}.jpg" for i in range(len(labels))]
         for name in names:
             link_image(image, folder / f"cars_{split}" / name)
-        (folder / annotations).parent.mkdir(parents=True, exist_ok=True)
-        scipy.io.savemat(folder / annotations, {"annotations": _cars_annotations(names, labels)})
+        (folder / annotation_file).parent.mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(folder / annotation_file, {"annotations": _cars_annotations(names, labels)})
     image.unlink()
     class_names = np.empty((1, 196), dtype=object)
     class_names[0, :] = [f"Make Model {c} 2012" for c in range(196)]
