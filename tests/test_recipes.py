@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from flatmin.config import validate
 from tests.conftest import CONF
-from tests.test_experiments import sweep_jobs
+from tests.test_experiments import one_seed_each, sweep_jobs
 
 #: The released values, per experiment: (the jobs they hold for, by their sweep overrides; the settings).
 RELEASED: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
@@ -94,14 +94,6 @@ RELEASED: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
 
 def job_choices(job: list[str]) -> dict[str, Any]:
     return {key: OmegaConf.create({"v": value}).v for key, value in (override.split("=", 1) for override in job)}
-
-
-def one_seed_each(jobs: list[list[str]]) -> list[list[str]]:
-    """The first job of each setting: jobs that differ only in their seed compose alike but for it."""
-    seen: dict[tuple[str, ...], list[str]] = {}
-    for job in jobs:
-        seen.setdefault(tuple(o for o in job if not o.startswith("seed=")), job)
-    return list(seen.values())
 
 
 @pytest.mark.parametrize("experiment", list(RELEASED))
