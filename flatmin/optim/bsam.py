@@ -136,7 +136,7 @@ class BSAM(MultiPassOptimizer, key="bsam"):
             return self._split_step(closure)
         sampled = self.active(with_grad=False).perturbed    # before any pass: all that may get a gradient
         theta = self.save("theta", sampled.params, sampled.params)
-        self._sample(sampled)                                # θ + ε/sqrt(N·s)
+        self._sample(sampled, scratch="gs")                  # θ + ε/sqrt(N·s), ε drawn into gs's buffers
         loss = self.take_pass(closure)                       # g = ∇L_B(θ + ε/sqrt(N·s))       pass 1
         self.restore(sampled.params, theta)
         active = self.active()
@@ -221,14 +221,28 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         return [state[p]["s"] if "s" in state.get(p, ()) else torch.full_like(p, entry.options["s_init"])
                 for p in entry.params]
 
-    def _sample(self, sampled: ActiveParams) -> None:
-        """θ ← θ + ε/sqrt(N·s), a fresh ε ~ N(0, I) per tensor."""
+    def _sample(self, sampled: ActiveParams, scratch: str | None = None) -> None:
+        """θ ← θ + ε/sqrt(N·s), a fresh ε ~ N(0, I) per tensor (``torch.randn_like``'s draws).
+
+        With ``scratch`` (the name of buffers free until the noisy pass), nothing parameter-sized is
+        allocated: ε is drawn into those buffers and sqrt(N·s) built in the parameters' own storage,
+        which then take θ back from its saved copy (the same operations, so the same bits)."""
         for entry in sampled:
-            noise = [torch.randn_like(p) for p in entry.params]
             n_data = entry.options["num_data"] * entry.options["data_factor"]
-            std_inverse = torch._foreach_mul(self._precision(entry), n_data)     # sqrt(N·s) = 1/std
+            if scratch is None:
+                noise = [torch.randn_like(p) for p in entry.params]
+                std_inverse = torch._foreach_mul(self._precision(entry), n_data)     # sqrt(N·s) = 1/std
+            else:
+                noise, std_inverse = self.buffers(scratch, entry.params), entry.params
+                for buffer in noise:
+                    buffer.normal_()
+                torch._foreach_copy_(std_inverse, self._precision(entry))
+                torch._foreach_mul_(std_inverse, n_data)
             torch._foreach_sqrt_(std_inverse)
-            torch._foreach_addcdiv_(entry.params, noise, std_inverse)
+            torch._foreach_div_(noise, std_inverse)                                   # ε/sqrt(N·s)
+            if scratch is not None:
+                torch._foreach_copy_(entry.params, self.buffers("theta", entry.params))
+            torch._foreach_add_(entry.params, noise)
 
     def _precision_gradients(self, active: ActiveParams) -> list[Tensor]:
         """``gs = sqrt(s·g²)`` from the noisy pass's gradients, into the scratch buffers ``gs``."""
