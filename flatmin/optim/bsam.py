@@ -292,9 +292,9 @@ class BSAMUpdate(Optimizer):
             beta1, beta2 = group["betas"]
             wd = group["prior_precision"] / (group["num_data"] * group["data_factor"])
             m, s = self._state(params, group["s_init"])
-            target = torch._foreach_add([p.grad for p in params], params, alpha=wd)   # G + wd·θ
-            torch._foreach_mul_(m, beta1)
-            torch._foreach_add_(m, target, alpha=1 - beta1)
+            torch._foreach_mul_(m, beta1)                 # (1−β1)·(G + wd·θ) added as its two terms:
+            torch._foreach_add_(m, [p.grad for p in params], alpha=1 - beta1)     # G + wd·θ is not allocated
+            torch._foreach_add_(m, params, alpha=(1 - beta1) * wd)
             torch._foreach_addcdiv_(params, m, s, value=-group["lr"])             # θ − lr·m/s (s before its update)
             gs = self._precision_gradients("gs", params)
             torch._foreach_add_(gs, group["damping"])
