@@ -142,7 +142,8 @@ class RWP(MultiPassOptimizer, key="rwp"):
 
     def _update_fisher(self, moved: ActiveParams) -> None:
         """``F ← beta·F + g1²`` on groups with eta > 0 (F starts at 0), unless g1 is not finite (an
-        fp16 overflow): then F stays as it was. Chosen on the device with ``torch.where``."""
+        fp16 overflow): then F stays as it was. Chosen on the device with ``torch.where``. The new F
+        is built in the parameters' own storage (θ + ε, which the caller restores to θ next)."""
         for entry in moved:
             if not entry.options["eta"] > 0:
                 continue
@@ -152,7 +153,9 @@ class RWP(MultiPassOptimizer, key="rwp"):
             grads = [p.grad for p in params]
             finite = torch.isfinite(global_norm(grads))
             fishers = self.state_tensors("F", params)
-            updated = torch._foreach_mul(fishers, entry.options["beta"])
+            updated = params
+            torch._foreach_copy_(updated, fishers)
+            torch._foreach_mul_(updated, entry.options["beta"])
             torch._foreach_addcmul_(updated, grads, grads)
             for fisher, new in zip(fishers, updated):
                 torch.where(finite, new, fisher, out=fisher)

@@ -60,7 +60,8 @@ class VaSSO(MultiPassOptimizer, key="vasso"):
         moved = self.active().perturbed
         theta = self.save("theta", moved.params, moved.params)
         if moved:
-            self._update_average(moved)                         # d ← (1−theta)·d + theta·g
+            self._update_average(moved)                         # d ← (1−theta)·d + theta·g, built in θ's storage
+            self.restore(moved.params, theta)
             self._ascend_along_average(moved)                   # θ ← θ + rho·d/(‖d‖ + 1e-7)
         self.take_pass(closure)                                 # G = ∇L_B(θ + e)
         self.restore(moved.params, theta)
@@ -73,12 +74,17 @@ class VaSSO(MultiPassOptimizer, key="vasso"):
         A gradient that is not finite (an fp16 overflow in pass 1, whose base step will be skipped)
         must not enter d. Whether it is finite is known on the device only, so d is chosen with
         ``torch.where``: an ``if`` would make the host wait for the device.
+
+        The new d is built in the parameters' own storage, not in a fresh parameter-sized tensor:
+        θ is saved, and the caller copies it back.
         """
         finite = torch.isfinite(global_norm(moved.grads))
         for entry in moved:
             theta = entry.options["theta"]
             states = [self._state(p) for p in entry.params]
-            averaged = torch._foreach_mul([state["d"] for state in states], 1 - theta)
+            averaged = entry.params
+            torch._foreach_copy_(averaged, [state["d"] for state in states])
+            torch._foreach_mul_(averaged, 1 - theta)
             torch._foreach_add_(averaged, entry.grads, alpha=theta)
             for state, new, grad in zip(states, averaged, entry.grads):
                 torch.where(state["count"] > 0, new, grad, out=new)        # the first d is g itself
