@@ -25,8 +25,9 @@ pytorch_optimizer's ``FriendlySAM`` (4.1.0) computes the same formula with the n
 float32 (and, on the CPU, m updated with ``lerp``), so it agrees to about 1e-9 in float64, not to
 rounding.
 
-Cost: 2 passes; 2 extra parameter-sized buffers: θ (scratch) and m (state, checkpointed), plus a
-transient copy while m is updated.
+Cost: 2 passes; 2 extra parameter-sized buffers: θ (scratch) and m (state, checkpointed), nothing
+transient: the new m is formed in the parameters' own storage, then θ is copied back from its saved
+copy before the ascent.
 """
 
 from __future__ import annotations
@@ -66,22 +67,26 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
         moved = self.active().perturbed
         theta = self.save("theta", moved.params, moved.params)
         if moved:
-            self._remove_average(moved)                         # .grad ← d = g − sigma·m; m updated
-        self.ascend_in_ball(moved, "rho")                       # θ ← θ + rho·S²⊙d/‖S⊙d‖
+            self._remove_average(moved, theta)                  # .grad ← d = g − sigma·m; m updated
+        self.ascend_in_ball(moved, theta, "rho")                # θ ← θ + rho·S²⊙d/‖S⊙d‖
         self.take_pass(closure)                                 # G = ∇L_B(θ + e)
         self.restore(moved.params, theta)
         self.base_step()
         return loss
 
-    def _remove_average(self, moved: ActiveParams) -> None:
+    def _remove_average(self, moved: ActiveParams, theta: list[Tensor]) -> None:
         """``d = g − sigma·m`` into ``.grad`` and ``m ← lmbda·m + (1−lmbda)·g``, both from the
-        previous m; at the first step m is still 0, so d = g, and m becomes g."""
+        previous m; at the first step m is still 0, so d = g, and m becomes g. The new m is formed in
+        the parameters' own storage, which ``theta`` (their saved θ) then refills, so that nothing
+        parameter-sized is allocated."""
         finite = torch.isfinite(global_norm(moved.grads))      # False after an fp16 overflow in pass 1
         for entry in moved:
             sigma, lmbda = entry.options["sigma"], entry.options["lmbda"]
             states = [self._state(p) for p in entry.params]
             momenta = [state["m"] for state in states]
-            averaged = torch._foreach_mul(momenta, lmbda)       # lmbda·m + (1−lmbda)·g
+            averaged = entry.params
+            torch._foreach_copy_(averaged, momenta)             # lmbda·m + (1−lmbda)·g
+            torch._foreach_mul_(averaged, lmbda)
             torch._foreach_add_(averaged, entry.grads, alpha=1 - lmbda)
             for state, new, grad in zip(states, averaged, entry.grads):
                 torch.where(state["count"] > 0, new, grad, out=new)     # the first m is g
@@ -89,6 +94,7 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
             for state, new in zip(states, averaged):
                 torch.where(finite, new, state["m"], out=state["m"])    # decided on the device
                 state["count"].add_(finite)
+        self.restore(moved.params, theta)
 
     def _state(self, param: Tensor) -> dict[str, Tensor]:
         """``m`` (zeros until the first finite gradient) and ``count``, how many gradients it has
