@@ -1,7 +1,7 @@
 """Time one optimizer step of every method as a ratio to SGD, measured in the same run.
 
     python scripts/bench_optim.py [--device cpu|cuda] [--models resnet18 bert] [--methods sgd sam ...]
-                                  [--steps N] [--warmup N]
+                                  [--steps N] [--warmup N] [--threads N] [--optimizer-only]
 
 Each method is built by ``build_optimizer`` from its own ``conf/optimizer/<name>.yaml`` (the papers'
 defaults) and driven by the trainer's own ``Stepper`` on a fixed synthetic batch, so the timing
@@ -10,14 +10,27 @@ are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times)
 machine's load during the run touches every method alike. Reported per model and method: passes per
 step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
 the extra optimizer memory counted in parameter-sized buffers (the method's scratch and own state;
-the base optimizer's momentum or Adam moments are not counted, SGD's are the baseline) and, on
-CUDA, the measured peak memory of a step above SGD's in the same units (everything: gradients, the
-base optimizer's state, the method's buffers and its transient tensors; see ``StepMemory``). The
-models: flatmin's ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a
-BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults
-take 5 timed rounds after 1 warm-up round (about 8 minutes). When pytorch_optimizer is importable,
-its SAM runs beside flatmin's with the same settings (``sam[pytorch_optimizer]``: its own closure
-and step, no trainer rules; its buffers are not counted).
+the base optimizer's momentum or Adam moments are not counted, SGD's are the baseline) and the
+measured peak memory of a step above SGD's in the same units (everything: gradients, the base
+optimizer's state, the method's buffers and its transient tensors; see ``StepMemory``): on CUDA
+from the allocator's counters, on a CPU from ``torch.profiler``'s allocation events
+(``profiled_memory``) of one extra step before the rounds and one after. The models: flatmin's
+ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a BERT-style encoder
+(4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults take 5 timed
+rounds after 1 warm-up round (about 8 minutes). When pytorch_optimizer is importable, its SAM runs
+beside flatmin's with the same settings (``sam[pytorch_optimizer]``: its own closure and step, no
+trainer rules; its buffers are not counted).
+
+``--optimizer-only`` times the optimizer's own work: no forward or backward, a closure that copies
+fixed random gradients into ``.grad`` (``GradientReplay``; it speaks the extended protocol with
+made-up losses) and times itself, so that a step's time less its closure calls' is what is reported
+(median ms of the timed rounds), beside the passes (closure calls), the extra buffers and the peak
+memory above SGD's as above. ResNet-18's parameters by default, and the methods SGD, those
+pytorch_optimizer also has and those issue 13 timed; each method with a pytorch_optimizer peer
+(SAM, ASAM as its ``SAM(adaptive=True)``, GSAM, WSAM, bSAM, FriendlySAM, LookSAM) runs beside it
+with its YAML's settings, driven as the peer's documentation shows (``build_peer``). Defaults: 20
+timed rounds after 1 warm-up on a CPU, 50 after 5 on CUDA. On a CPU shared with other work,
+``--threads 1`` avoids timing the waits of torch's thread pool at each of a step's many kernels.
 """
 
 from __future__ import annotations
