@@ -22,7 +22,9 @@ m = B/batch_split) and needs the extended closure protocol (``closure(indices=C_
 Names in brackets below are the release's flags. ``state`` keeps m and s (both checkpointed).
 Cost: 2·batch_split passes, each on B/batch_split rows (the compute of 2 full passes); 2
 parameter-sized state tensors (m, s) and 2 scratch buffers (the saved θ, gs), 3 with
-``batch_split > 1`` (the sum of the gp_j).
+``batch_split > 1`` (the sum of the gp_j). Transient between passes: ``sqrt(N·s)`` while θ is
+sampled (ε itself is drawn into ``.grad``); with ``batch_split > 1`` each chunk's ``s·g_j²``; in the
+update, ``G + wd·θ``.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ class BSAM(MultiPassOptimizer, key="bsam"):
 
     Where flatmin differs from the release, and why:
 
-    * ε comes from torch's generator (``torch.randn_like`` per tensor, in param-group order, drawn
-      before the noisy pass), not JAX's: only its distribution is the release's. ``torch.manual_seed``
+    * ε comes from torch's generator (``Tensor.normal_`` into each tensor's ``.grad``, the values
+      ``torch.randn_like`` would draw, per tensor in param-group order, before the noisy pass), not
+      JAX's: only its distribution is the release's. ``torch.manual_seed``
       makes a run reproducible and the trainer's checkpoint resumes it.
     * The noise is ``ε/sqrt(N·s)`` and the update ``θ − lr·m/s`` (rounding-level differences from the
       release's ``sqrt(1/(N·s))·ε`` and ``(lr·m)/s``).
@@ -222,9 +225,10 @@ class BSAM(MultiPassOptimizer, key="bsam"):
                 for p in entry.params]
 
     def _sample(self, sampled: ActiveParams) -> None:
-        """θ ← θ + ε/sqrt(N·s), a fresh ε ~ N(0, I) per tensor."""
+        """θ ← θ + ε/sqrt(N·s), a fresh ε ~ N(0, I) per tensor, drawn in place into its ``.grad`` (used
+        up before a noisy pass; the pass overwrites it), or into a transient tensor where it has none."""
         for entry in sampled:
-            noise = [torch.randn_like(p) for p in entry.params]
+            noise = [torch.randn_like(p) if p.grad is None else p.grad.normal_() for p in entry.params]
             n_data = entry.options["num_data"] * entry.options["data_factor"]
             std_inverse = torch._foreach_mul(self._precision(entry), n_data)     # sqrt(N·s) = 1/std
             torch._foreach_sqrt_(std_inverse)
