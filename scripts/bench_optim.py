@@ -1,7 +1,7 @@
 """Time one optimizer step of every method as a ratio to SGD, measured in the same run.
 
     python scripts/bench_optim.py [--device cpu|cuda] [--models resnet18 bert] [--methods sgd sam ...]
-                                  [--steps N] [--warmup N]
+                                  [--steps N] [--warmup N] [--threads N] [--optimizer-only]
 
 Each method is built by ``build_optimizer`` from its own ``conf/optimizer/<name>.yaml`` (the papers'
 defaults) and driven by the trainer's own ``Stepper`` on a fixed synthetic batch, so the timing
@@ -10,14 +10,27 @@ are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times)
 machine's load during the run touches every method alike. Reported per model and method: passes per
 step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
 the extra optimizer memory counted in parameter-sized buffers (the method's scratch and own state;
-the base optimizer's momentum or Adam moments are not counted, SGD's are the baseline) and, on
-CUDA, the measured peak memory of a step above SGD's in the same units (everything: gradients, the
-base optimizer's state, the method's buffers and its transient tensors; see ``StepMemory``). The
-models: flatmin's ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a
-BERT-style encoder (4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults
-take 5 timed rounds after 1 warm-up round (about 8 minutes). When pytorch_optimizer is importable,
-its SAM runs beside flatmin's with the same settings (``sam[pytorch_optimizer]``: its own closure
-and step, no trainer rules; its buffers are not counted).
+the base optimizer's momentum or Adam moments are not counted, SGD's are the baseline) and the
+measured peak memory of a step above SGD's in the same units (everything: gradients, the base
+optimizer's state, the method's buffers and its transient tensors; see ``StepMemory``): on CUDA
+from the allocator's counters, on a CPU from ``torch.profiler``'s allocation events
+(``profiled_memory``) of one extra step before the rounds and one after. The models: flatmin's
+ResNet-18 with the CIFAR stem (``model=resnet18``) on 32x32 images, batch 128; a BERT-style encoder
+(4 layers, hidden 256, random init) on 128 tokens, batch 32. On a CPU the defaults take 5 timed
+rounds after 1 warm-up round (about 8 minutes). When pytorch_optimizer is importable, its SAM runs
+beside flatmin's with the same settings (``sam[pytorch_optimizer]``: its own closure and step, no
+trainer rules; its buffers are not counted).
+
+``--optimizer-only`` times the optimizer's own work: no forward or backward, a closure that copies
+fixed random gradients into ``.grad`` (``GradientReplay``; it speaks the extended protocol with
+made-up losses) and times itself, so that a step's time less its closure calls' is what is reported
+(median ms of the timed rounds), beside the passes (closure calls), the extra buffers and the peak
+memory above SGD's as above. ResNet-18's parameters by default, and the methods SGD, those
+pytorch_optimizer also has and those issue 13 timed; each method with a pytorch_optimizer peer
+(SAM, ASAM as its ``SAM(adaptive=True)``, GSAM, WSAM, bSAM, FriendlySAM, LookSAM) runs beside it
+with its YAML's settings, driven as the peer's documentation shows (``build_peer``). Defaults: 20
+timed rounds after 1 warm-up on a CPU, 50 after 5 on CUDA. On a CPU shared with other work,
+``--threads 1`` avoids timing the waits of torch's thread pool at each of a step's many kernels.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ from torch import Tensor, nn
 
 from flatmin.models import CifarResNet, SmallCNN
 from flatmin.optim import MultiPassOptimizer, build_optimizer
+from flatmin.optim.build import TRAIN_SIZE_WITHOUT_DATASET
 from flatmin.optim.registry import option_config
 from flatmin.train.precision import resolve_device, resolve_precision
 from flatmin.train.runtime import Runtime
@@ -49,6 +63,10 @@ AVERAGED = ["sam+ema", "sgd+swa"]
 #: Every config option but AdamW (the same step cost as Adam): SGD first, the baseline; then the averages.
 METHODS = ["sgd", *sorted(path.stem for path in CONF.glob("*.yaml") if path.stem not in ("sgd", "adamw")), *AVERAGED]
 BERT_VOCAB, BERT_TOKENS = 30522, 128
+PEER_SUFFIX = "[pytorch_optimizer]"
+#: ``--optimizer-only``'s default methods: SGD, those with a pytorch_optimizer peer, and those issue 13 timed.
+OPTIMIZER_ONLY = ["sgd", "sam", "asam", "gsam", "wsam", "bsam", "friendly_sam", "looksam", "gam", "nso",
+                  "sgd_tracer"]
 
 
 class BertLogits(nn.Module):
@@ -121,7 +139,13 @@ class Contestant:
     def drive(self) -> None:
         self.stepper.step(self.inputs, self.targets)
 
-    def step(self, timed: bool) -> None:
+    def step(self, timed: bool, profiled: bool = False) -> None:
+        """One step; ``profiled`` (off the device: a CPU) measures its memory with the profiler instead
+        of timing it (the profiler's bookkeeping would slow it)."""
+        if profiled:
+            kept, peak = profiled_memory(self.drive)
+            self.memory.track(0, kept, peak, timed=self.memory.kept is not None)
+            return
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.synchronize(self.device)
@@ -143,7 +167,7 @@ class Contestant:
                                                                           # mask steps come every mask_every)
                 "ms_per_step": 1e3 * statistics.median(self.times),
                 "extra_buffers": extra_buffers(self.optimizer, self.model),
-                "peak_mib": self.memory.peak() / 2**20 if self.device.type == "cuda" else float("nan"),
+                "peak_mib": self.memory.peak() / 2**20 if self.memory.kept is not None else float("nan"),
                 "param_mib": sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20}
 
 
@@ -151,7 +175,9 @@ class StepMemory:
     """A contestant's device memory above its weights and batch, from its own steps alone (the
     other contestants' memory does not change while it steps): what its first step left allocated
     (gradients, optimizer state, the method's buffers) plus the largest transient peak of a timed
-    step (the warm-up's hold cuDNN's autotuning workspaces)."""
+    step (the warm-up's hold cuDNN's autotuning workspaces). On CUDA from the allocator's counters
+    around every step; on a CPU from :func:`profiled_memory` on the first step and on one step
+    after the timed rounds."""
 
     def __init__(self) -> None:
         self.kept: int | None = None
@@ -167,11 +193,29 @@ class StepMemory:
         return (self.kept or 0) + self.transient
 
 
+def profiled_memory(run: Callable[[], object]) -> tuple[int, int]:
+    """``run()`` under ``torch.profiler`` with ``profile_memory=True``: the bytes it left allocated
+    and the peak of what it had allocated at any moment, both counted from its start, from the
+    profiler's allocation and free events of the CPU allocator (every tensor on a CPU), in order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((event for event in prof.profiler.kineto_results.events()
+                     if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU),
+                    key=lambda event: event.start_ns())
+    total = peak = 0
+    for event in events:
+        total += event.nbytes()
+        peak = max(peak, total)
+    return total, peak
+
+
 class PeerSAM(Contestant):
     """pytorch_optimizer's SAM with flatmin's SAM settings (``conf/optimizer/sam.yaml``), on the same
     model and batch, driven as its documentation shows: ``closure(); optimizer.step(closure)``."""
 
-    NAME = "sam[pytorch_optimizer]"
+    NAME = "sam" + PEER_SUFFIX
 
     def build_optimizer(self, method: str) -> torch.optim.Optimizer:
         from pytorch_optimizer import SAM as PytorchOptimizerSAM
@@ -197,6 +241,158 @@ class PeerSAM(Contestant):
         return {**super().result(), "extra_buffers": float("nan")}
 
 
+class GradientReplay:
+    """The optimizer-only mode's closure: each pass copies fixed random gradients into ``.grad`` (no
+    forward or backward) and times itself, so that a step's time less its closure's is the
+    optimizer's own work. It speaks the extended protocol (``indices``, ``backward``,
+    ``per_example``, ``batch_size``) with made-up losses, so that every method can run on it."""
+
+    def __init__(self, params: list[Tensor], gradients: list[Tensor], batch_size: int) -> None:
+        self.params, self.gradients, self.batch_size = params, gradients, batch_size
+        self.losses = torch.linspace(1.0, 2.0, batch_size, device=gradients[0].device)
+        self.calls, self.seconds = 0, 0.0
+
+    def __call__(self, indices: Tensor | None = None, backward: bool = True, per_example: bool = False) -> Tensor:
+        cuda = self.losses.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.losses.device)
+        start = time.perf_counter()
+        if backward:
+            for param, gradient in zip(self.params, self.gradients):
+                if param.grad is None:
+                    param.grad = torch.empty_like(param)
+            torch._foreach_copy_([param.grad for param in self.params], self.gradients)
+        if cuda:
+            torch.cuda.synchronize(self.losses.device)
+        self.calls += 1
+        self.seconds += time.perf_counter() - start
+        losses = self.losses if indices is None else self.losses[indices]
+        return losses if per_example else losses.mean()
+
+
+class OptimizerOnly:
+    """``--optimizer-only``: one method's step on ResNet-18's parameters (its own copy) with the
+    :class:`GradientReplay` closure, driven as ``optimizer.step(closure)``; records the step's time
+    less the closure's, and the passes (closure calls)."""
+
+    def __init__(self, method: str, model_name: str, device: torch.device, gradients: list[Tensor]) -> None:
+        torch.manual_seed(0)
+        self.device = device
+        self.model = MODELS[model_name][0]().to(device)
+        params = list(self.model.parameters())
+        self.closure = GradientReplay(params, gradients, MODELS[model_name][2])
+        self.optimizer = self.build_optimizer(method)
+        self.times: list[float] = []
+        self.timed_passes = 0
+        self.memory = StepMemory()
+
+    def build_optimizer(self, method: str) -> torch.optim.Optimizer:
+        return Contestant.build_optimizer(self, method)   # type: ignore[arg-type]
+
+    def drive(self) -> None:
+        self.optimizer.step(self.closure)
+
+    def step(self, timed: bool, profiled: bool = False) -> None:
+        if profiled:
+            kept, peak = profiled_memory(self.drive)
+            self.memory.track(0, kept, peak, timed=self.memory.kept is not None)
+            return
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        calls, closure_seconds, start = self.closure.calls, self.closure.seconds, time.perf_counter()
+        self.drive()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        if timed:
+            self.times.append(time.perf_counter() - start - (self.closure.seconds - closure_seconds))
+            self.timed_passes += self.closure.calls - calls
+
+    def result(self) -> dict[str, float]:
+        return {"passes_per_step": self.timed_passes / len(self.times),
+                "optimizer_ms": 1e3 * statistics.median(self.times),
+                "extra_buffers": extra_buffers(self.optimizer, self.model)
+                if isinstance(self.optimizer, MultiPassOptimizer) else float("nan"),
+                "peak_mib": self.memory.peak() / 2**20 if self.memory.kept is not None else float("nan"),
+                "param_mib": sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20}
+
+
+class ConstantRho:
+    """pytorch_optimizer's GSAM asks a ``rho_scheduler`` for its radius; this one keeps it fixed."""
+
+    def __init__(self, rho: float) -> None:
+        self.rho = rho
+
+    def step(self) -> float:
+        return self.rho
+
+
+def sgd_settings(cfg) -> dict[str, float]:   # type: ignore[no-untyped-def]
+    return {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov, "weight_decay": cfg.weight_decay}
+
+
+def build_peer(method: str, model: nn.Module) -> torch.optim.Optimizer:
+    """pytorch_optimizer's class for flatmin's ``method`` with the settings of its YAML (the peer's
+    default ``foreach``, as a user gets it: batched on CUDA, per tensor on a CPU; bSAM per tensor)."""
+    import pytorch_optimizer as peer
+
+    cfg = option_config(method)
+    params, sgd = model.parameters(), torch.optim.SGD
+    if method in ("sam", "asam"):
+        return peer.SAM(params, sgd, rho=cfg.rho, adaptive=cfg.adaptive, **sgd_settings(cfg))
+    if method == "gsam":
+        base = sgd(model.parameters(), **sgd_settings(cfg))
+        return peer.GSAM(params, base, model, ConstantRho(cfg.rho), alpha=cfg.alpha, adaptive=cfg.adaptive)
+    if method == "wsam":
+        return peer.WSAM(model, params, sgd, rho=cfg.rho, gamma=cfg.gamma, adaptive=cfg.adaptive,
+                         decouple=cfg.decouple, max_norm=cfg.max_norm, **sgd_settings(cfg))
+    if method == "bsam":
+        num_data = int(TRAIN_SIZE_WITHOUT_DATASET * cfg.data_factor)
+        return peer.BSAM(params, num_data, lr=cfg.lr, betas=tuple(cfg.betas),
+                         weight_decay=cfg.prior_precision / num_data, rho=cfg.rho, damping=cfg.damping,
+                         foreach=False)     # its batched path fails (4.1.0: a list of s against a scalar list)
+    if method == "friendly_sam":
+        return peer.FriendlySAM(params, sgd, rho=cfg.rho, sigma=cfg.sigma, lmbda=cfg.lmbda, adaptive=cfg.adaptive,
+                                **sgd_settings(cfg))
+    if method == "looksam":
+        return peer.LookSAM(params, sgd, rho=cfg.rho, k=cfg.k, alpha=cfg.alpha, **sgd_settings(cfg))
+    raise ValueError(f"no pytorch_optimizer peer for {method}")
+
+
+#: flatmin's methods that pytorch_optimizer also has (ASAM: its SAM with ``adaptive=True``, T = |θ|).
+PEERS = ("sam", "asam", "gsam", "wsam", "bsam", "friendly_sam", "looksam")
+#: The peers whose ``step(closure)`` takes the first pass itself; the others need ``closure()`` first.
+PEERS_TAKING_THE_FIRST_PASS = ("gsam", "wsam", "bsam")
+
+
+class PeerOptimizerOnly(OptimizerOnly):
+    """pytorch_optimizer's version of a method (``<method>[pytorch_optimizer]``) in the optimizer-only
+    mode, driven as its documentation shows."""
+
+    def build_optimizer(self, method: str) -> torch.optim.Optimizer:
+        self.method = method.partition("[")[0]
+        self.closure()          # bSAM's state is made for tensors with a gradient: give them one first
+        return build_peer(self.method, self.model)
+
+    def drive(self) -> None:
+        if self.method == "gsam":       # its closure returns (outputs, loss)
+            self.optimizer.step(lambda: (None, self.closure()))
+            return
+        if self.method not in PEERS_TAKING_THE_FIRST_PASS:
+            self.closure()
+        self.optimizer.step(self.closure)
+
+
+def optimizer_only(methods: list[str], model_name: str, device: torch.device, steps: int,
+                   warmup: int) -> dict[str, dict[str, float]]:
+    """Per method, its passes, median optimizer-only ms and memory, from interleaved rounds."""
+    torch.manual_seed(1)
+    gradients = [torch.randn_like(p) for p in MODELS[model_name][0]().to(device).parameters()]
+    contestants = {method: (PeerOptimizerOnly if method.endswith(PEER_SUFFIX) else OptimizerOnly)(
+        method, model_name, device, gradients) for method in methods}
+    return run_rounds(contestants, device, steps, warmup)
+
+
 def peer_available() -> bool:
     """Whether pytorch_optimizer (the largest peer library) is importable, for ``PeerSAM``."""
     return importlib.util.find_spec("pytorch_optimizer") is not None
@@ -210,9 +406,24 @@ def time_methods(methods: list[str], model_name: str, device: torch.device, prec
     Contestant("sgd", model_name, device, precision).step(timed=False)
     contestants = {method: (PeerSAM if method == PeerSAM.NAME else Contestant)(method, model_name, device, precision)
                    for method in methods}
+    return run_rounds(contestants, device, steps, warmup)
+
+
+def run_rounds(contestants: dict[str, Contestant | OptimizerOnly], device: torch.device, steps: int,
+               warmup: int) -> dict[str, dict[str, float]]:
+    """``warmup + steps`` interleaved rounds, one step of each contestant, the last ``steps`` timed. On a
+    CPU, one profiled step of each before the rounds (what a first step leaves allocated) and one after
+    (the transient peak of a step): ``StepMemory``."""
+    cpu = device.type != "cuda"
+    if cpu:
+        for contestant in contestants.values():
+            contestant.step(timed=False, profiled=True)
     for round_index in range(warmup + steps):
         for contestant in contestants.values():
             contestant.step(timed=round_index >= warmup)
+    if cpu:
+        for contestant in contestants.values():
+            contestant.step(timed=False, profiled=True)
     return {method: contestant.result() for method, contestant in contestants.items()}
 
 
@@ -221,31 +432,72 @@ def measured(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
+def report_optimizer_only(methods: list[str], models: list[str], device: torch.device, steps: int, warmup: int,
+                          machine: str, json_path: str | None) -> None:
+    """``--optimizer-only``: the table of :func:`optimizer_only`, each method beside its peer."""
+    if peer_available():
+        methods = [name for method in methods
+                   for name in (method, *([method + PEER_SUFFIX] if method in PEERS else []))]
+    print("| model | method | passes/step | optimizer ms/step | extra buffers | peak memory above SGD |")
+    print("|---|---|---|---|---|---|")
+    results = []
+    for model_name in models:
+        rows = optimizer_only(methods, model_name, device, steps, warmup)
+        for method, row in rows.items():
+            row.update(model=model_name, method=method,
+                       peak_above_sgd=(row["peak_mib"] - rows["sgd"]["peak_mib"]) / row["param_mib"])
+            results.append(row)
+            print(f"| {model_name} | {method} | {row['passes_per_step']:.3g} | {row['optimizer_ms']:.1f} | "
+                  f"{measured(row['extra_buffers'])} | {measured(row['peak_above_sgd'])} |", flush=True)
+    if json_path:
+        with open(json_path, "w") as file:
+            json.dump({"date": str(date.today()), "machine": machine, "mode": "optimizer-only", "results": results},
+                      file, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--models", nargs="+", default=["resnet18", "bert"], choices=list(MODELS))
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS),
+                        help="default: resnet18 bert; resnet18 with --optimizer-only")
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
+                        help="default: every option; with --optimizer-only: " + " ".join(OPTIMIZER_ONLY))
     parser.add_argument("--steps", type=int,
-                        help="timed rounds, one step of each method (default: 30 on CUDA, 5 on a CPU)")
+                        help="timed rounds, one step of each method (default: 30 on CUDA, 5 on a CPU; "
+                             "with --optimizer-only 50 and 20)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 5 on CUDA, 1 on a CPU)")
+    parser.add_argument("--optimizer-only", action="store_true",
+                        help="time the optimizer's own work on fixed gradients, no forward or backward")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's; 1 on a shared, "
+                        "busy CPU, where a parallel region waits for every thread at each of a step's many kernels)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.optimizer_only:
+        args.models = args.models or ["resnet18"]
+        args.methods = args.methods or OPTIMIZER_ONLY
+    args.models = args.models or ["resnet18", "bert"]
+    args.methods = args.methods or METHODS
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
     precision = resolve_precision(args.precision, device)
     cuda = device.type == "cuda"
-    steps = args.steps or (30 if cuda else 5)
+    steps = args.steps or ((50 if cuda else 20) if args.optimizer_only else (30 if cuda else 5))
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     machine = torch.cuda.get_device_name(device) if cuda else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"# optimizer step benchmark, {date.today()}, {machine}, torch {torch.__version__}, {precision}, "
-          f"median of {steps} interleaved rounds after {warmup} warm-up\n")
+    print(f"# optimizer step benchmark{' (optimizer only)' if args.optimizer_only else ''}, {date.today()}, "
+          f"{machine}, torch {torch.__version__}, {precision}, median of {steps} interleaved rounds after "
+          f"{warmup} warm-up\n")
+    methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD is always there: the baseline
+    if args.optimizer_only:
+        report_optimizer_only(methods, args.models, device, steps, warmup, machine, args.json)
+        return
     print("| model | method | passes/step | ms/step | time ratio to SGD | extra buffers | peak memory above SGD |")
     print("|---|---|---|---|---|---|---|")
     results = []
-    methods = ["sgd", *(m for m in args.methods if m != "sgd")]     # SGD is always there: the baseline
     if "sam" in methods and peer_available():
         methods.append(PeerSAM.NAME)
     for model_name in args.models:

@@ -22,7 +22,8 @@ m = B/batch_split) and needs the extended closure protocol (``closure(indices=C_
 Names in brackets below are the release's flags. ``state`` keeps m and s (both checkpointed).
 Cost: 2·batch_split passes, each on B/batch_split rows (the compute of 2 full passes); 2
 parameter-sized state tensors (m, s) and 2 scratch buffers (the saved θ, gs), 3 with
-``batch_split > 1`` (the sum of the gp_j).
+``batch_split > 1`` (the sum of the gp_j). Transient between passes: with ``batch_split > 1``
+each chunk's ``s·g_j²``; ε, ``sqrt(N·s)`` and the update's terms use existing storage.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class BSAM(MultiPassOptimizer, key="bsam"):
 
     Where flatmin differs from the release, and why:
 
-    * ε comes from torch's generator (``torch.randn_like`` per tensor, in param-group order, drawn
-      before the noisy pass), not JAX's: only its distribution is the release's. ``torch.manual_seed``
+    * ε comes from torch's generator (``Tensor.normal_`` into each tensor's ``.grad``, the values
+      ``torch.randn_like`` would draw, per tensor in param-group order, before the noisy pass), not
+      JAX's: only its distribution is the release's. ``torch.manual_seed``
       makes a run reproducible and the trainer's checkpoint resumes it.
     * The noise is ``ε/sqrt(N·s)`` and the update ``θ − lr·m/s`` (rounding-level differences from the
       release's ``sqrt(1/(N·s))·ε`` and ``(lr·m)/s``).
@@ -136,7 +138,7 @@ class BSAM(MultiPassOptimizer, key="bsam"):
             return self._split_step(closure)
         sampled = self.active(with_grad=False).perturbed    # before any pass: all that may get a gradient
         theta = self.save("theta", sampled.params, sampled.params)
-        self._sample(sampled, scratch="gs")                  # θ + ε/sqrt(N·s), ε drawn into gs's buffers
+        self._sample(sampled)                                # θ + ε/sqrt(N·s)
         loss = self.take_pass(closure)                       # g = ∇L_B(θ + ε/sqrt(N·s))       pass 1
         self.restore(sampled.params, theta)
         active = self.active()
@@ -221,27 +223,20 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         return [state[p]["s"] if "s" in state.get(p, ()) else torch.full_like(p, entry.options["s_init"])
                 for p in entry.params]
 
-    def _sample(self, sampled: ActiveParams, scratch: str | None = None) -> None:
-        """θ ← θ + ε/sqrt(N·s), a fresh ε ~ N(0, I) per tensor (``torch.randn_like``'s draws).
-
-        With ``scratch`` (the name of buffers free until the noisy pass), nothing parameter-sized is
-        allocated: ε is drawn into those buffers and sqrt(N·s) built in the parameters' own storage,
-        which then take θ back from its saved copy (the same operations, so the same bits)."""
+    def _sample(self, sampled: ActiveParams) -> None:
+        """θ ← θ + ε/sqrt(N·s), a fresh ε ~ N(0, I) per tensor (``torch.randn_like``'s draws), with
+        nothing parameter-sized allocated: ε is drawn in place into each tensor's ``.grad`` (used up
+        before a noisy pass, which overwrites it; a transient tensor where there is none yet), and
+        sqrt(N·s) is built in the parameters' own storage, which then take θ back from its saved copy."""
         for entry in sampled:
+            noise = [torch.randn_like(p) if p.grad is None else p.grad.normal_() for p in entry.params]
             n_data = entry.options["num_data"] * entry.options["data_factor"]
-            if scratch is None:
-                noise = [torch.randn_like(p) for p in entry.params]
-                std_inverse = torch._foreach_mul(self._precision(entry), n_data)     # sqrt(N·s) = 1/std
-            else:
-                noise, std_inverse = self.buffers(scratch, entry.params), entry.params
-                for buffer in noise:
-                    buffer.normal_()
-                torch._foreach_copy_(std_inverse, self._precision(entry))
-                torch._foreach_mul_(std_inverse, n_data)
+            std_inverse = entry.params                                      # sqrt(N·s) = 1/std
+            torch._foreach_copy_(std_inverse, self._precision(entry))
+            torch._foreach_mul_(std_inverse, n_data)
             torch._foreach_sqrt_(std_inverse)
-            torch._foreach_div_(noise, std_inverse)                                   # ε/sqrt(N·s)
-            if scratch is not None:
-                torch._foreach_copy_(entry.params, self.buffers("theta", entry.params))
+            torch._foreach_div_(noise, std_inverse)                         # ε/sqrt(N·s)
+            torch._foreach_copy_(entry.params, self.buffers("theta", entry.params))
             torch._foreach_add_(entry.params, noise)
 
     def _precision_gradients(self, active: ActiveParams) -> list[Tensor]:

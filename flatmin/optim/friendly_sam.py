@@ -22,11 +22,11 @@ whose gradient is not finite (an fp16 overflow, whose base step is skipped) leav
 The release's ``adaptive`` is ASAM with T = |θ| on every tensor, here ``adaptive=True, eta=0,
 adaptive_tensors="all"``; flatmin's default ASAM convention (``eta=0.01``, biases exempt) is SAM's.
 pytorch_optimizer's ``FriendlySAM`` (4.1.0) computes the same formula with the norm summed in
-float32 (and, on the CPU, m updated with ``lerp``), so it agrees to about 1e-9 in float64, not to
+float32 (m updated with ``lerp``, as here), so it agrees to about 1e-9 in float64, not to
 rounding.
 
-Cost: 2 passes; 2 extra parameter-sized buffers: θ (scratch) and m (state, checkpointed), plus a
-transient copy while m is updated.
+Cost: 2 passes; 2 extra parameter-sized buffers: θ (scratch) and m (state, checkpointed), nothing
+transient: the new m is formed in θ's buffer before θ is saved into it.
 """
 
 from __future__ import annotations
@@ -64,31 +64,36 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
         """Two passes on the same mini-batch; returns the loss of the first (at θ)."""
         loss = self.take_pass(closure)                          # g = ∇L_B(θ)
         moved = self.active().perturbed
+        if moved:                                               # .grad ← d = g − sigma·m; m updated,
+            self._remove_average(moved, self.buffers("theta", moved.params))     # θ's buffer as scratch
         theta = self.save("theta", moved.params, moved.params)
-        if moved:
-            self._remove_average(moved)                         # .grad ← d = g − sigma·m; m updated
-        self.ascend_in_ball(moved, "rho")                       # θ ← θ + rho·S²⊙d/‖S⊙d‖
+        self.ascend_in_ball(moved, theta, "rho")                # θ ← θ + rho·S²⊙d/‖S⊙d‖
         self.take_pass(closure)                                 # G = ∇L_B(θ + e)
         self.restore(moved.params, theta)
         self.base_step()
         return loss
 
-    def _remove_average(self, moved: ActiveParams) -> None:
+    def _remove_average(self, moved: ActiveParams, scratch: list[Tensor]) -> None:
         """``d = g − sigma·m`` into ``.grad`` and ``m ← lmbda·m + (1−lmbda)·g``, both from the
-        previous m; at the first step m is still 0, so d = g, and m becomes g."""
+        previous m; at the first step m is still 0, so d = g, and m becomes g. The new m is
+        ``lerp(m, g, w)`` with ``w = 1 − lmbda`` once m has taken a gradient and ``w = 1`` (m = g
+        exactly) before, formed in ``scratch`` (θ's buffer, before θ is saved into it), so that
+        nothing parameter-sized is allocated; it replaces m only if g is finite."""
         finite = torch.isfinite(global_norm(moved.grads))      # False after an fp16 overflow in pass 1
         for entry in moved:
             sigma, lmbda = entry.options["sigma"], entry.options["lmbda"]
             states = [self._state(p) for p in entry.params]
-            momenta = [state["m"] for state in states]
-            averaged = torch._foreach_mul(momenta, lmbda)       # lmbda·m + (1−lmbda)·g
-            torch._foreach_add_(averaged, entry.grads, alpha=1 - lmbda)
-            for state, new, grad in zip(states, averaged, entry.grads):
-                torch.where(state["count"] > 0, new, grad, out=new)     # the first m is g
+            momenta, counts = [state["m"] for state in states], [state["count"] for state in states]
+            started = (torch.stack(counts) > 0).to(counts[0].dtype)    # 1 once m has taken a gradient
+            weights = torch.add(1.0, started, alpha=-lmbda)             # 1 − lmbda, or 1: the first m is g
+            news = scratch[:len(entry.params)]
+            scratch = scratch[len(entry.params):]
+            for new, momentum, grad, weight in zip(news, momenta, entry.grads, weights):
+                torch.lerp(momentum, grad, weight.to(momentum.dtype), out=new)
             torch._foreach_sub_(entry.grads, momenta, alpha=sigma)      # d = g − sigma·m
-            for state, new in zip(states, averaged):
-                torch.where(finite, new, state["m"], out=state["m"])    # decided on the device
-                state["count"].add_(finite)
+            for momentum, new in zip(momenta, news):
+                torch.where(finite, new, momentum, out=momentum)        # decided on the device
+            torch._foreach_add_(counts, finite)
 
     def _state(self, param: Tensor) -> dict[str, Tensor]:
         """``m`` (zeros until the first finite gradient) and ``count``, how many gradients it has

@@ -7,8 +7,10 @@ the part of the "minus" direction that is orthogonal to the "plus" one (``docs/o
 Names in brackets are the released code's: rho [grad_norm_rho], rho_p [grad_rho], alpha
 [grad_beta_1], beta [grad_beta_0], gamma [grad_gamma].
 
-Cost: 4 passes, 3 extra parameter-sized buffers (θ, g0 which becomes h_minus, g1 which becomes
-h_plus); the spec allows 4.
+Cost: 4 passes, 3 extra parameter-sized buffers (θ, g0 which becomes h_minus, g1; h_plus is built
+in ``.grad`` from g1 and g3, and G there from it); the spec allows 4. ``global_dot`` is one ``dot`` per
+tensor: no foreach kernel computes inner products without a parameter-sized product, and on a CPU
+it reads the two vectors once, about 4% of the step's own work on ResNet-18.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class GAM(MultiPassOptimizer, key="gam"):
         "variant": Hyper("released", one_of("released", "paper"), "released | paper (only h_minus differs)",
                          structural=True),
     }
-    card = Card("GAM", "4", "3 (θ, g0 → h_minus, g1 → h_plus)", "Zhang et al., CVPR 2023")
+    card = Card("GAM", "4", "3 (θ, g0 → h_minus, g1)", "Zhang et al., CVPR 2023")
     passes_per_step = 4
 
     @torch.no_grad()
@@ -77,18 +79,16 @@ class GAM(MultiPassOptimizer, key="gam"):
                 torch._foreach_add_(h_minus, entry.grads, alpha=abs(1 - beta))
 
     def _decompose(self, active: ActiveParams) -> None:
-        """``h_plus = alpha·g1 + (1−alpha)·g3`` (in g1's buffer), then
+        """``h_plus = alpha·g1 + (1−alpha)·g3``, built in ``.grad`` (which holds g3), then
         ``G = h_plus − gamma·h_perp`` with ``h_perp = h_minus − (⟨h_minus,h_plus⟩/‖h_plus‖²)·h_plus``,
-        written as ``G = (1 + gamma·c)·h_plus − gamma·h_minus``, into ``.grad``."""
+        written as ``G = (1 + gamma·c)·h_plus − gamma·h_minus``, there too (no copy of h_plus)."""
         for entry in active:
             alpha = entry.options["alpha"]
-            h_plus = self.buffers("g1", entry.params)
-            torch._foreach_mul_(h_plus, alpha)
-            torch._foreach_add_(h_plus, entry.grads, alpha=1 - alpha)
-        h_plus, h_minus = self.buffers("g1", active.params), self.buffers("g0", active.params)
+            torch._foreach_mul_(entry.grads, 1 - alpha)
+            torch._foreach_add_(entry.grads, self.buffers("g1", entry.params), alpha=alpha)
+        h_plus, h_minus = active.grads, self.buffers("g0", active.params)
         projection = global_dot(h_minus, h_plus) / (global_norm(h_plus) ** 2 + NORM_EPS)   # c
         for entry in active:
             gamma, grads = entry.options["gamma"], entry.grads
-            torch._foreach_copy_(grads, self.buffers("g1", entry.params))
             torch._foreach_mul_(grads, 1 + gamma * projection)
             torch._foreach_add_(grads, self.buffers("g0", entry.params), alpha=-gamma)

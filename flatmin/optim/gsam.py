@@ -78,7 +78,7 @@ class GSAM(MultiPassOptimizer, key="gsam"):
         moved = active.perturbed
         theta = self.save("theta", moved.params, moved.params)
         self.save("g", active.params, active.grads)
-        self.ascend_in_ball(moved, "rho")                           # θ ← θ + e
+        self.ascend_in_ball(moved, theta, "rho")                    # θ ← θ + e
         self.take_pass(closure)                                     # g_s = ∇L_B(θ + e)    pass 2
         self.restore(moved.params, theta)
         if self.minimize_fp:

@@ -101,19 +101,19 @@ class ActiveParams(list[ActiveGroup]):
     def grads(self) -> list[Tensor]:
         return [g for entry in self for g in entry.grads]
 
+    def split(self, tensors: list[Tensor]) -> list[list[Tensor]]:
+        """``tensors``, one per parameter of :attr:`params` (a saved θ), cut into one list per group."""
+        result, start = [], 0
+        for entry in self:
+            result.append(tensors[start:start + len(entry.params)])
+            start += len(entry.params)
+        return result
+
     @property
     def perturbed(self) -> ActiveParams:
         """The groups a method may move before a pass: all but those with ``perturb=False``
         (SAM-ON's groups; ``docs/optimizers.md``, "The param-group option perturb")."""
         return ActiveParams(entry for entry in self if entry.options.get("perturb", True))
-
-
-def adaptive_scale(entry: ActiveGroup) -> list[Tensor] | None:
-    """ASAM's ``T = |θ| + eta`` for a group's tensors, or None where T = 1 (a group with
-    ``adaptive=False``: biases, under the official code's grouping)."""
-    if not entry.options.get("adaptive", True):
-        return None
-    return torch._foreach_add(torch._foreach_abs(entry.params), entry.options["eta"])
 
 
 class MultiPassOptimizer(Optimizer):
@@ -256,37 +256,62 @@ class MultiPassOptimizer(Optimizer):
 
     @staticmethod
     def ascend(active: ActiveParams, radius: str, scales: list[list[Tensor] | None] | None = None,
-               normalize: bool = True) -> None:
+               normalize: bool = True, theta: list[list[Tensor] | None] | None = None) -> None:
         """Move θ along the current gradients g: ``θ ← θ + r · S²⊙g / (‖S⊙g‖ + ξ)``.
 
         ``r`` is each group's option ``radius`` (``rho``, ``rho_p``); ``S`` (one list of tensors per
         group, None where S = 1) is ASAM's ``|θ|+eta`` or TRACER's ``sqrt(D)``; without it this is
         SAM's ``rho · g/‖g‖``. ``normalize=False`` drops the norm (USAM: ``θ ← θ + r·S²⊙g``).
         Only the groups that may be perturbed move, and the norm is theirs. The step is built in
-        place in the gradient tensors, which the next pass overwrites.
+        place in the gradient tensors, which the next pass overwrites; except where a group's scale
+        *is* its parameter list (ASAM's T, built in the parameters' own storage by
+        :meth:`ascend_in_ball`): there ``θ + e`` is built in the parameters, as ``T⊙(T⊙g)·c + θ``
+        from ``theta`` (that group's saved θ, per group), and the gradients are left holding ``T⊙g``.
+        Either way the same float operations in the same order, so the same bits.
         """
-        pairs = [(entry, scale) for entry, scale in zip(active, scales or [None] * len(active))
-                 if entry.options.get("perturb", True)]
-        if not pairs:
+        groups = len(active)
+        triples = [(entry, scale, saved) for entry, scale, saved in zip(active, scales or [None] * groups,
+                                                                         theta or [None] * groups)
+                   if entry.options.get("perturb", True)]
+        if not triples:
             return
-        for entry, scale in pairs:                           # g ← S⊙g
+        for entry, scale, _ in triples:                      # g ← S⊙g
             if scale is not None:
                 torch._foreach_mul_(entry.grads, scale)
-        norm = global_norm([g for entry, _ in pairs for g in entry.grads]) if normalize else None
-        for entry, scale in pairs:                           # g ← r·S²⊙g/‖S⊙g‖, θ ← θ + g
-            grads = entry.grads
+        norm = global_norm([g for entry, _, _ in triples for g in entry.grads]) if normalize else None
+        for entry, scale, saved in triples:                  # g ← r·S²⊙g/‖S⊙g‖, θ ← θ + g
+            grads, params = entry.grads, entry.params
+            factor = entry.options[radius] / (norm + NORM_EPS) if normalize else entry.options[radius]
+            if scale is params:                              # T in the parameters: θ + e = T⊙(T⊙g)·c + θ
+                torch._foreach_mul_(params, grads)
+                torch._foreach_mul_(params, factor)
+                torch._foreach_add_(params, saved)
+                continue
             if scale is not None:
                 torch._foreach_mul_(grads, scale)
-            torch._foreach_mul_(grads, entry.options[radius] / (norm + NORM_EPS) if normalize
-                                else entry.options[radius])
-            torch._foreach_add_(entry.params, grads)
+            torch._foreach_mul_(grads, factor)
+            torch._foreach_add_(params, grads)
 
-    def ascend_in_ball(self, moved: ActiveParams, radius: str = "rho", normalize: bool = True) -> None:
+    def ascend_in_ball(self, moved: ActiveParams, theta: list[Tensor], radius: str = "rho",
+                       normalize: bool = True) -> None:
         """:meth:`ascend` in ASAM's ball when the method's ``adaptive`` is on (``T = |θ| + eta`` on
-        the tensors of adaptive groups), else in the plain ball; ``T`` is freed on return, before
-        the next pass."""
-        scales = [adaptive_scale(entry) for entry in moved] if getattr(self, "adaptive", False) else None
-        self.ascend(moved, radius, scales, normalize)
+        the tensors of adaptive groups), else in the plain ball. ``theta``: the saved θ of
+        ``moved.params`` (the caller restores θ from it after the pass). T allocates nothing: it is
+        built in the parameters' own storage (``|θ|`` then ``+ eta``, in place), and θ + e is formed
+        there from ``theta``."""
+        if not getattr(self, "adaptive", False):
+            self.ascend(moved, radius, None, normalize)
+            return
+        scales: list[list[Tensor] | None] = []
+        for entry in moved:
+            params = entry.params
+            if entry.options.get("adaptive", True) and entry.options.get("perturb", True):
+                torch._foreach_abs_(params)                  # T = |θ| + eta, in θ's storage
+                torch._foreach_add_(params, entry.options["eta"])
+                scales.append(params)
+            else:
+                scales.append(None)
+        self.ascend(moved, radius, scales, normalize, moved.split(theta))
 
     def gate_tensors(self) -> list[Tensor]:
         """Tensors besides ``.grad`` that belong to this step's ``G`` (bSAM's ``gs``): the trainer's

@@ -38,13 +38,21 @@ DISTRIBUTIONS = ("normal", "laplace", "uniform")
 def unit_noise(like: Tensor, distribution: str) -> Tensor:
     """Zero-mean, unit-variance i.i.d. noise shaped like ``like``: normal, laplace (scale 1/√2) or
     uniform on ±√3."""
+    return fill_unit_noise(torch.empty_like(like), distribution)
+
+
+def fill_unit_noise(out: Tensor, distribution: str) -> Tensor:
+    """:func:`unit_noise` drawn in place into ``out`` (the same generator calls, so the same values as
+    ``unit_noise`` of a tensor shaped and laid out like ``out``); laplace holds one sign tensor
+    of ``out``'s size meanwhile."""
     if distribution == "normal":
-        return torch.randn_like(like)
+        return out.normal_()
     if distribution == "uniform":
-        return torch.empty_like(like).uniform_(-math.sqrt(3.0), math.sqrt(3.0))
+        return out.uniform_(-math.sqrt(3.0), math.sqrt(3.0))
     # Laplace by inversion, as torch.distributions.Laplace does (u = −1 would give log(0)).
-    u = torch.empty_like(like).uniform_(torch.finfo(like.dtype).eps - 1, 1)
-    return u.sign().mul_(u.abs().neg_().log1p_()).mul_(-1 / math.sqrt(2.0))
+    u = out.uniform_(torch.finfo(out.dtype).eps - 1, 1)
+    sign = u.sign()
+    return u.abs_().neg_().log1p_().mul_(sign).mul_(-1 / math.sqrt(2.0))
 
 
 class NSO(MultiPassOptimizer, key="nso"):
@@ -123,9 +131,12 @@ class NSO(MultiPassOptimizer, key="nso"):
                 torch._foreach_zero_(total)
 
     def _perturb(self, active: ActiveParams) -> None:
-        """θ ← θ + sigma·ε, a fresh draw of ε per tensor."""
+        """θ ← θ + sigma·ε, a fresh draw of ε per tensor, in param-group order. ε is drawn in place into
+        the tensor's ``.grad``, free here (the pass before has been summed into G, or there was none)
+        and overwritten by the next pass; a tensor without one gets a transient tensor instead."""
         for entry in active:
-            noise = [unit_noise(p, self.distribution) for p in entry.params]
+            noise = [unit_noise(p, self.distribution) if p.grad is None else fill_unit_noise(p.grad, self.distribution)
+                     for p in entry.params]
             torch._foreach_add_(entry.params, noise, alpha=entry.options["sigma"])
 
     @staticmethod

@@ -5,7 +5,9 @@ SAM ascends to the worst point of a rho-ball around θ and takes the gradient th
 parameter-scaled geometry ``T = |θ| + eta``: ``e = rho · T²⊙g / ‖T⊙g‖``; tensors of a param group
 with ``adaptive=False`` (biases, set by ``build_optimizer``) use ``T = 1``. USAM (``normalize=False``)
 drops the norm: ``e = rho·S²⊙g``.
-Cost: 2 passes, 1 extra parameter-sized buffer (the saved θ).
+Cost: 2 passes, 1 extra parameter-sized buffer (the saved θ); ASAM's T allocates nothing: it is
+built in the parameters' own storage, θ being restored from its saved copy after the pass
+(``MultiPassOptimizer.ascend_in_ball``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class SAM(MultiPassOptimizer, key="sam"):
         loss = self.take_pass(closure)                  # g = ∇L_B(θ)
         moved = self.active().perturbed
         theta = self.save("theta", moved.params, moved.params)
-        self.ascend_in_ball(moved, "rho", self.normalize)    # θ ← θ + e
+        self.ascend_in_ball(moved, theta, "rho", self.normalize)     # θ ← θ + e
         self.take_pass(closure)                         # G = ∇L_B(θ + e)
         self.restore(moved.params, theta)
         self.base_step()

@@ -20,7 +20,8 @@ SGD, Adam-TRACER over Adam/AdamW; either way ``v`` is TRACER's own (checkpointed
 base optimizer's.
 
 Cost: 2 passes; 2 extra parameter-sized buffers (θ and ``v``) at the default ``lam = 1``, a third
-(a copy of g) when ``lam < 1``, plus ``sqrt(D)`` transiently between the passes.
+(a copy of g) when ``lam < 1``, and nothing transient: ``sqrt(D)`` is built in the parameters' own
+storage between the passes (θ is restored from its saved copy anyway), and θ + e formed there.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class TRACER(MultiPassOptimizer, key="tracer"):
         for entry in active:
             if entry.options["lam"] != 1:
                 self.save("g", entry.params, entry.grads)
-        sqrt_d = self._update_fisher(moved)                     # v ← …, sqrt(D)
-        self.ascend(moved, "rho", sqrt_d)                       # θ ← θ + rho·D⊙g/‖sqrt(D)⊙g‖
-        del sqrt_d                                              # free it before the next pass
+        self._update_fisher(moved)                              # v ← …, sqrt(D) into θ's storage
+        self.ascend(moved, "rho", [entry.params for entry in moved],     # θ ← θ + rho·D⊙g/‖sqrt(D)⊙g‖,
+                    theta=moved.split(theta))                   # built from the saved θ
         self.take_pass(closure)                                 # g_e = ∇L_B(θ + e)
         self.restore(moved.params, theta)
         for entry in active:                                    # G = (1−lam)·g + lam·g_e
@@ -77,18 +78,22 @@ class TRACER(MultiPassOptimizer, key="tracer"):
         self.base_step()
         return loss
 
-    def _update_fisher(self, active: ActiveParams) -> list[list[Tensor] | None]:
-        """Fold g² into the running Fisher ``v`` (unless g is not finite) and return, per group,
-        ``sqrt(D) = (sqrt(v̂) + delta)^(-1/2)``."""
+    def _update_fisher(self, active: ActiveParams) -> None:
+        """Fold g² into the running Fisher ``v`` (unless g is not finite) and write
+        ``sqrt(D) = (sqrt(v̂) + delta)^(-1/2)`` into the parameters' own storage (θ is saved and is
+        restored after the pass), so that nothing parameter-sized is allocated: the new ``v`` is
+        formed there first, then taken into ``v`` by ``torch.where`` on the device-side finite flag
+        (a select, so a NaN or inf in g cannot reach v; a 0-weighted product could), then turned into
+        sqrt(D) in place."""
         if not active:
-            return []
+            return
         finite = torch.isfinite(global_norm(active.grads))
-        sqrt_d: list[list[Tensor] | None] = []
         for entry in active:
-            beta2 = entry.options["beta2"]
+            beta2, scale = entry.options["beta2"], entry.params
             states = [self._state(p) for p in entry.params]
             fisher, steps = [s["v"] for s in states], [s["t"] for s in states]
-            scale = torch._foreach_mul(fisher, beta2)           # β2·v + (1−β2)·g²
+            torch._foreach_copy_(scale, fisher)                 # β2·v + (1−β2)·g²
+            torch._foreach_mul_(scale, beta2)
             torch._foreach_addcmul_(scale, entry.grads, entry.grads, value=1 - beta2)
             for old, new in zip(fisher, scale):
                 torch.where(finite, new, old, out=old)
@@ -100,8 +105,6 @@ class TRACER(MultiPassOptimizer, key="tracer"):
             torch._foreach_sqrt_(scale)
             torch._foreach_add_(scale, entry.options["delta"])
             torch._foreach_rsqrt_(scale)
-            sqrt_d.append(scale)
-        return sqrt_d
 
     def _state(self, param: Tensor) -> dict[str, Tensor]:
         """``v`` (zeros) and its update count ``t`` for ``param``, created on first use. (Not named

@@ -91,7 +91,7 @@ class WSAM(MultiPassOptimizer, key="wsam"):
         moved = active.perturbed
         theta = self.save("theta", moved.params, moved.params)
         g = self.save("g", active.params, active.grads)
-        self.ascend_in_ball(moved, "rho")                           # θ ← θ + e, e from the unclipped g
+        self.ascend_in_ball(moved, theta, "rho")                    # θ ← θ + e, e from the unclipped g
         self.take_pass(closure)                                     # g_s = ∇L_B(θ + e)    pass 2
         self.restore(moved.params, theta)
         if self.max_norm is not None:
