@@ -1,8 +1,9 @@
 """A step allocates nothing parameter-sized beyond the buffers its method declares (issue 13 §3):
 ASAM's scale T, TRACER's sqrt(D), F-SAM's new m, VaSSO's new d, mARWP's new F and bSAM's sqrt(N·s)
-are built in the parameters' own storage, NSO's and bSAM's noise in the gradients'. Measured with ``torch.profiler``'s CPU allocation events on a closure that
-copies fixed gradients into ``.grad`` (no forward or backward, so the optimizer's allocations are the
-only ones), on a net of eight equal layers: a whole-model temporary is eight times any one tensor."""
+are built in the parameters' own storage, NSO's and bSAM's noise in the gradients'. Measured with
+``torch.profiler``'s CPU allocation events on a closure that copies fixed gradients into ``.grad``
+(no forward or backward, so the optimizer's allocations are the only ones), on a net of eight equal
+layers: a whole-model temporary is eight times any one tensor."""
 
 from __future__ import annotations
 
