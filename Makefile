@@ -20,6 +20,7 @@ demo: ## the quick start: train the default small CNN on digits (about a minute 
 
 bench: ## optimizer step cost as a ratio to SGD, training throughput per loader, trainer overhead and start-up (docs/benchmarks.md)
 	$(PYTHON) scripts/bench_optim.py
+	$(PYTHON) scripts/bench_optim.py --optimizer-only
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_overhead.py
 	$(PYTHON) scripts/bench_overhead.py --startup

@@ -66,7 +66,8 @@ def _is_regex(value: Any) -> bool:
 #: ``all``, ``conv_and_head`` or a regular expression (flatmin.sharpness.select_parameters).
 PARAMETER_SELECTION = Check(lambda value: isinstance(value, str) and _is_regex(value),
                             "all, conv_and_head or a regular expression on parameter names")
-RESUME_TARGET = Check(lambda value: value is None or value == "auto" or (isinstance(value, str) and Path(value).exists()),
+RESUME_TARGET = Check(lambda value: value is None or value == "auto"
+                      or (isinstance(value, str) and Path(value).exists()),
                       "null, auto, or the path of an existing checkpoint or run directory")
 NUM_WORKERS = Check(lambda value: value == "auto" or NON_NEGATIVE_INT(value), "auto or a non-negative integer")
 
@@ -128,8 +129,8 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.limit_eval_batches", optional(POSITIVE_INT)),
     Rule("trainer.test_every_epoch", BOOLEAN),
     Rule("trainer.resume", RESUME_TARGET),
-    Rule("trainer.resume_accept", Check(lambda v: isinstance(v, (list, ListConfig)) and all(isinstance(k, str) for k in v),
-                                        "a list of config keys")),
+    Rule("trainer.resume_accept", Check(lambda v: isinstance(v, (list, ListConfig))
+                                        and all(isinstance(k, str) for k in v), "a list of config keys")),
     Rule("trainer.checkpoint_every_n_steps", optional(POSITIVE_INT)),
     Rule("trainer.checkpoint_every_minutes", optional(POSITIVE)),
     Rule("trainer.sharpness", BOOLEAN),

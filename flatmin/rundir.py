@@ -39,7 +39,8 @@ RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 
 # summary.json's statuses ("unfinished" is a run directory without one) and its top-level keys.
 COMPLETED, FAILED, DIVERGED, INTERRUPTED, UNFINISHED = "completed", "failed", "diverged", "interrupted", "unfinished"
-STATUS, ERROR, FINAL, BEST_VAL, TEST, BEST_TEST = "status", "error", "final", "best_val", "test", "best_test_over_epochs"
+STATUS, ERROR, FINAL, BEST_VAL, TEST = "status", "error", "final", "best_val", "test"
+BEST_TEST = "best_test_over_epochs"
 SHARPNESS, CHOICES, RESUMES = "sharpness", "choices", "resumes"
 #: What the optimizer evaluates when not its training weights ("the slow weights"), and, under ``test``,
 #: the test metrics of the final training weights themselves (``docs/optimizers.md``, "Evaluation weights").

@@ -114,7 +114,8 @@ def check_columns(split: datasets.Dataset, name: str, cfg: DictConfig) -> None:
     if cfg.task == "classification":
         unknown = sorted(set(split.unique("label")) - set(range(cfg.num_classes)))
         if unknown:
-            raise DataFormatError(f"GLUE {cfg.task_name} split {name} has labels {unknown} outside 0..{cfg.num_classes - 1}.")
+            raise DataFormatError(f"GLUE {cfg.task_name} split {name} has labels {unknown} outside "
+                                  f"0..{cfg.num_classes - 1}.")
 
 
 def build_glue(cfg: DictConfig) -> DataSplits:

@@ -114,8 +114,9 @@ def plan_run(cfg: DictConfig, guard: bool = True) -> tuple[Path, Path | None]:
 #: Settings a resumed run may change: they do not change what is trained (``trainer.epochs`` may
 #: also grow; see :func:`changes_on_resume`).
 RESUME_MAY_CHANGE = ("paths", "logger", "trainer.resume", "trainer.resume_accept", "trainer.progress_bar",
-                     "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_minutes",
-                     "trainer.test_every_epoch", "trainer.sharpness", "dataset.num_workers", "dataset.eval_batch_size")
+                     "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
+                     "trainer.checkpoint_every_minutes", "trainer.test_every_epoch", "trainer.sharpness",
+                     "dataset.num_workers", "dataset.eval_batch_size")
 
 
 def changes_on_resume(saved: dict[str, Any], current: dict[str, Any], accepted: list[str],

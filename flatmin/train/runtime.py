@@ -66,7 +66,8 @@ class Runtime:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.replica.distributed:
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
         if self.compile:
             model = torch.compile(model, mode=self.compile_mode, backend=self.compile_backend)
         return model

@@ -29,7 +29,8 @@ def job_outcome(job_dir: Path) -> str:
         return f"  #{job_dir.name} unfinished  {overrides}"
     status = summary.get(rundir.STATUS, rundir.UNFINISHED)
     if status != rundir.COMPLETED:
-        return f"  #{job_dir.name} {status.upper():<11} {overrides}\n      {summary.get(rundir.ERROR, 'no error recorded')}"
+        error = summary.get(rundir.ERROR, "no error recorded")
+        return f"  #{job_dir.name} {status.upper():<11} {overrides}\n      {error}"
     return f"  #{job_dir.name} completed   {overrides}"
 
 

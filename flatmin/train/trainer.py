@@ -444,8 +444,9 @@ class Trainer:
             self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as error:
-            raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer "
-                                  f"({str(error).splitlines()[0]}); resume with the config it was made with.") from error
+            reason = str(error).splitlines()[0]
+            raise CheckpointError(f"Checkpoint {source} does not fit this model and optimizer ({reason}); resume "
+                                  "with the config it was made with.") from error
         replica_states = state.get("replica_optimizer_state")
         if replica_states is not None and replica_states[0] is not None:
             load_replica_state_dict(self.optimizer, replica_states[self.replica.rank % len(replica_states)])
