@@ -112,6 +112,12 @@ def extra_buffers(optimizer: torch.optim.Optimizer, model: nn.Module) -> float:
     return sum(t.numel() for t in tensors) / sum(p.numel() for p in model.parameters())
 
 
+def track_profiled_step(contestant: "Contestant | OptimizerOnly") -> None:
+    """One step of ``contestant`` measured by the profiler (a CPU's memory), into its ``memory``."""
+    kept, peak = profiled_memory(contestant.drive)
+    contestant.memory.track(0, kept, peak, timed=contestant.memory.kept is not None)
+
+
 class Contestant:
     """One method on its own copy of the model, with the trainer's ``Stepper`` and a fixed batch."""
 
@@ -143,9 +149,7 @@ class Contestant:
         """One step; ``profiled`` (off the device: a CPU) measures its memory with the profiler instead
         of timing it (the profiler's bookkeeping would slow it)."""
         if profiled:
-            kept, peak = profiled_memory(self.drive)
-            self.memory.track(0, kept, peak, timed=self.memory.kept is not None)
-            return
+            return track_profiled_step(self)
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.synchronize(self.device)
@@ -294,9 +298,7 @@ class OptimizerOnly:
 
     def step(self, timed: bool, profiled: bool = False) -> None:
         if profiled:
-            kept, peak = profiled_memory(self.drive)
-            self.memory.track(0, kept, peak, timed=self.memory.kept is not None)
-            return
+            return track_profiled_step(self)
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.synchronize(self.device)
