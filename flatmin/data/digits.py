@@ -22,14 +22,10 @@ from flatmin.errors import ConfigError
 
 
 def build_digits(cfg: DictConfig) -> DataSplits:
-    """The ``dataset=digits`` splits: ``cfg.split`` and ``cfg.label_noise`` as :func:`load_digit_splits` takes them."""
-    return load_digit_splits(cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed, cfg.get("label_noise"))
-
-
-def load_digit_splits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
-                      label_noise: DictConfig | None = None) -> DataSplits:
-    """Load the digits and split them stratified into train/val/test, as (N, 1, 8, 8) floats
-    (no validation split when ``val_fraction`` is 0)."""
+    """Load the digits and split them stratified into train/val/test as ``cfg.split`` says, as
+    (N, 1, 8, 8) floats (no validation split when ``val_fraction`` is 0)."""
+    val_fraction, test_fraction, split_seed = cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed
+    label_noise = cfg.get("label_noise")
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
     labels = bunch.target.astype(np.int64)

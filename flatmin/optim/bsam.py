@@ -38,7 +38,7 @@ from torch.optim import Optimizer
 
 from flatmin.checks import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Check, optional
 from flatmin.optim.hyper import Card, Hyper
-from flatmin.optim.multipass import ActiveGroup, ActiveParams, Closure, MultiPassOptimizer
+from flatmin.optim.multipass import ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, noise_in_gradients
 
 BETAS = Check(lambda value: (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
                              and all(FRACTION(beta) for beta in value)), "two numbers in [0, 1)")
@@ -229,7 +229,7 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         before a noisy pass, which overwrites it; a transient tensor where there is none yet), and
         sqrt(N·s) is built in the parameters' own storage, which then take θ back from its saved copy."""
         for entry in sampled:
-            noise = [torch.randn_like(p) if p.grad is None else p.grad.normal_() for p in entry.params]
+            noise = noise_in_gradients(entry.params, Tensor.normal_)
             n_data = entry.options["num_data"] * entry.options["data_factor"]
             std_inverse = entry.params                                      # sqrt(N·s) = 1/std
             torch._foreach_copy_(std_inverse, self._precision(entry))

@@ -80,14 +80,12 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
         exactly) before, formed in ``scratch`` (θ's buffer, before θ is saved into it), so that
         nothing parameter-sized is allocated; it replaces m only if g is finite."""
         finite = torch.isfinite(global_norm(moved.grads))      # False after an fp16 overflow in pass 1
-        for entry in moved:
+        for entry, news in zip(moved, moved.split(scratch)):
             sigma, lmbda = entry.options["sigma"], entry.options["lmbda"]
             states = [self._state(p) for p in entry.params]
             momenta, counts = [state["m"] for state in states], [state["count"] for state in states]
             started = (torch.stack(counts) > 0).to(counts[0].dtype)    # 1 once m has taken a gradient
             weights = torch.add(1.0, started, alpha=-lmbda)             # 1 − lmbda, or 1: the first m is g
-            news = scratch[:len(entry.params)]
-            scratch = scratch[len(entry.params):]
             for new, momentum, grad, weight in zip(news, momenta, entry.grads, weights):
                 torch.lerp(momentum, grad, weight.to(momentum.dtype), out=new)
             torch._foreach_sub_(entry.grads, momenta, alpha=sigma)      # d = g − sigma·m

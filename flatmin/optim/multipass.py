@@ -77,6 +77,14 @@ def global_dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     return torch.stack([torch.tensordot(x, y, dims=x.dim()).to(dtype) for x, y in zip(xs, ys)]).sum()
 
 
+def noise_in_gradients(params: list[Tensor], draw: Callable[[Tensor], Tensor]) -> list[Tensor]:
+    """Fresh noise per parameter, ``draw(out)`` filling ``out`` in place (``Tensor.normal_``): into each
+    parameter's ``.grad``, free between a method's passes (the next pass overwrites it), or into a new
+    tensor like the parameter where there is none yet. Either way the values ``draw`` gives a tensor of
+    the parameter's shape and layout, so nothing parameter-sized is allocated once gradients exist."""
+    return [draw(torch.empty_like(p) if p.grad is None else p.grad) for p in params]
+
+
 @dataclass
 class ActiveGroup:
     """One param group's options (hyperparameters) and the parameters that take part in a step."""

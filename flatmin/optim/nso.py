@@ -30,7 +30,7 @@ from torch import Tensor
 
 from flatmin.checks import BOOLEAN, NON_NEGATIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
 from flatmin.optim.hyper import Card, Hyper
-from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer
+from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, noise_in_gradients
 
 DISTRIBUTIONS = ("normal", "laplace", "uniform")
 
@@ -135,8 +135,7 @@ class NSO(MultiPassOptimizer, key="nso"):
         the tensor's ``.grad``, free here (the pass before has been summed into G, or there was none)
         and overwritten by the next pass; a tensor without one gets a transient tensor instead."""
         for entry in active:
-            noise = [unit_noise(p, self.distribution) if p.grad is None else fill_unit_noise(p.grad, self.distribution)
-                     for p in entry.params]
+            noise = noise_in_gradients(entry.params, lambda out: fill_unit_noise(out, self.distribution))
             torch._foreach_add_(entry.params, noise, alpha=entry.options["sigma"])
 
     @staticmethod
