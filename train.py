@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import flatmin.train
-from flatmin.train.distributed import share_run_dir_under_torchrun
+from flatmin.runtime.distributed import share_run_dir_under_torchrun
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -5,7 +5,7 @@ The package is organised one concern per sub-package: ``data`` (datasets and loa
 ``train`` (the Trainer, checkpoints, precision and the run entry used by ``train.py``).
 """
 
-import flatmin.config  # noqa: F401  (registers the ${pick:...} resolver the configs use)
+import flatmin.resolvers  # noqa: F401  (registers the ${pick:...} resolver the configs use)
 from flatmin.errors import CheckpointError, ConfigError, DataNotFoundError, FlatminError
 
 __version__ = "0.1.0"

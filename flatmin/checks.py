@@ -1,14 +1,16 @@
 """Checks of a value, each with the words that say what the value must be.
 
-The config's rules (:mod:`flatmin.config`) and the methods' declared hyperparameters
-(:mod:`flatmin.optim.hyper`) share them, so a bad value gives the same sentence wherever it is
-caught: ``optimizer.rho must be a number >= 0 (got -0.05).``
+The config's rules (:mod:`flatmin.validation`), the optimizer settings every option shares
+(:mod:`flatmin.optim.settings`) and the methods' declared hyperparameters (:mod:`flatmin.optim.hyper`)
+share them, so a bad value gives the same sentence wherever it is caught: ``optimizer.rho must be a
+number >= 0 (got -0.05).``
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Iterable
 
 
@@ -40,6 +42,11 @@ UNIT_INTERVAL = Check(lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1
 POSITIVE_INT = Check(lambda v: is_int(v) and v > 0, "a positive integer")
 NON_NEGATIVE_INT = Check(lambda v: is_int(v) and v >= 0, "a non-negative integer")
 BOOLEAN = Check(lambda v: isinstance(v, bool), "true or false")
+#: Adam's ``betas`` (and bSAM's): the decays of its two moments.
+BETAS = Check(lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2
+              and all(FRACTION(b) for b in v),
+              "two numbers in [0, 1)")
+MAPPING = Check(lambda v: isinstance(v, Mapping), "a mapping")
 
 
 def one_of(*choices: str, requirement: str | None = None) -> Check:

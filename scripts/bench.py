@@ -17,8 +17,9 @@ round runs each configuration for ``--steps`` steps, after ``--warmup`` untimed 
 untimed round; the figure is the median over the rounds, with the slowest and fastest round beside
 it. cuDNN autotunes, as in the trainer. The data is the real CIFAR-10 under ``--data-dir`` when it
 is there, otherwise random images written in CIFAR-10's own format to a temporary folder, so the
-real reader and transforms run either way. Steps go through the trainer's own ``Stepper`` (the
-multi-pass contract, BN rule, AMP).
+real reader and transforms run either way. Each configuration is assembled by
+``flatmin.assembly.assemble`` as a run would be, and steps through its ``Stepper`` (the multi-pass
+contract, BN rule, AMP).
 """
 
 from __future__ import annotations
@@ -38,15 +39,11 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from torch import nn
 
-from flatmin.data import build_dataset, make_loaders, resolve_num_workers
+from flatmin.assembly import assemble
+from flatmin.data import resolve_num_workers
 from flatmin.data.cifar import write_cifar10
-from flatmin.models import build_model
-from flatmin.optim import build_optimizer
-from flatmin.train.precision import resolve_device, resolve_precision
-from flatmin.train.runtime import Runtime
-from flatmin.train.step import Stepper
+from flatmin.runtime import Runtime
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -88,34 +85,30 @@ PREFETCH_PER_WORKER = 2
 
 class Configuration:
     """One measured configuration: a loader alone, or a training step fed by a loader or by one
-    fixed on-device batch ("synthetic"), with its own model, optimizer and batch iterator."""
+    fixed on-device batch ("synthetic"), with its own assembled parts and batch iterator."""
 
-    def __init__(self, args: argparse.Namespace, data_dir: Path, device: torch.device, loader: str,
-                 precision: str | None = None, optimizer: str | None = None) -> None:
-        self.loader, self.precision, self.optimizer = loader, precision, optimizer
-        self.device = device
-        runtime = Runtime(device, precision or "fp32", channels_last=args.channels_last)
+    def __init__(self, args: argparse.Namespace, data_dir: Path, runtime: Runtime, loader: str,
+                 optimizer: str | None = None) -> None:
+        self.loader, self.optimizer = loader, optimizer
+        self.precision = runtime.precision.name
+        self.device = runtime.device
+        self.batch_size = args.batch_size
+        torch.manual_seed(0)
+        parts = assemble(config(args, data_dir, "torch" if loader == "synthetic" else loader, optimizer or "sgd"),
+                         runtime)
 
         def on_device(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            return runtime.to_device(batch[0]), batch[1].to(device, non_blocking=True)   # as the trainer does
+            return runtime.to_device(batch[0]), batch[1].to(self.device, non_blocking=True)   # as the trainer does
 
-        self.batch_size = args.batch_size
-        cfg = config(args, data_dir, "torch" if loader == "synthetic" else loader, optimizer or "sgd")
         if loader == "synthetic":
             fixed = on_device((torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 10, (args.batch_size,))))
             self.batches: Iterator = itertools.repeat(fixed)
         else:
-            loaders = make_loaders(build_dataset(cfg.dataset), cfg.dataset, device, seed=0)
-            self.batches = (on_device(batch) for batch in endless(loaders.train))
+            self.batches = (on_device(batch) for batch in endless(parts.loaders.train))
         # A DataLoader's workers fill its queue while the other configurations run: each round first
         # drains twice that queue, so the timed steps see the loader's steady rate, not its backlog.
         self.drain = 2 * PREFETCH_PER_WORKER * args.workers if loader == "torch" else 0
-        self.stepper = None
-        if optimizer is not None:
-            torch.manual_seed(0)
-            model = runtime.prepare_model(build_model(cfg.model))
-            self.stepper = Stepper(model, build_optimizer(cfg.optimizer, model), nn.functional.cross_entropy,
-                                   runtime.autocast, runtime.loss_scaler())
+        self.stepper = parts.stepper if optimizer is not None else None
         self.rates: list[float] = []
 
     def work(self) -> None:
@@ -172,7 +165,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help="a folder holding cifar-10-batches-py/ (else synthetic data)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = Runtime.local(args.device).device
     torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
     on_gpu = device.type == "cuda"
     args.channels_last = on_gpu if args.channels_last is None else args.channels_last
@@ -188,10 +181,12 @@ def main() -> None:
           f"median of {args.rounds} interleaved rounds of {args.steps} steps [slowest, fastest round]\n")
     with tempfile.TemporaryDirectory() as folder:
         data_dir = cifar_like_data(args, Path(folder))
-        configurations = [Configuration(args, data_dir, device, loader) for loader in loaders]
-        for precision in dict.fromkeys(resolve_precision(requested, device) for requested in args.precisions):
+        data_only = Runtime.local(args.device, "fp32", channels_last=args.channels_last)
+        configurations = [Configuration(args, data_dir, data_only, loader) for loader in loaders]
+        for precision in dict.fromkeys(Runtime.local(args.device, name).precision.name for name in args.precisions):
+            runtime = Runtime.local(args.device, precision, channels_last=args.channels_last)
             for optimizer in ["sgd", *(o for o in args.optimizers if o != "sgd")]:
-                configurations += [Configuration(args, data_dir, device, loader, precision, optimizer)
+                configurations += [Configuration(args, data_dir, runtime, loader, optimizer)
                                    for loader in ["synthetic", *loaders]]
         # Interleaved: each round runs every configuration once, so a change in the machine's load or
         # clocks during the run touches all of them alike.

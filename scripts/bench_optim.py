@@ -3,9 +3,9 @@
     python scripts/bench_optim.py [--device cpu|cuda] [--models resnet18 bert] [--methods sgd sam ...]
                                   [--steps N] [--warmup N] [--threads N] [--optimizer-only]
 
-Each method is built by ``build_optimizer`` from its own ``conf/optimizer/<name>.yaml`` (the papers'
-defaults) and driven by the trainer's own ``Stepper`` on a fixed synthetic batch, so the timing
-includes everything a real step does (closure, BN rule, perturb, restore, base step). The methods
+Each method is built from its own ``conf/optimizer/<name>.yaml`` (the papers' defaults) by
+``flatmin.assembly.assemble_stepper`` and driven by its ``Stepper`` on a fixed synthetic batch, so the
+timing includes everything a real step does (closure, BN rule, perturb, restore, base step). The methods
 are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times), so a change in the
 machine's load during the run touches every method alike. Reported per model and method: passes per
 step, ms per step (median of the ``--steps`` timed rounds, device synchronised), the ratio to SGD,
@@ -43,25 +43,25 @@ import platform
 import statistics
 import time
 from datetime import date
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from flatmin.assembly import assemble_stepper
 from flatmin.models import CifarResNet, SmallCNN
-from flatmin.optim import MultiPassOptimizer, build_optimizer
+from flatmin.optim import MultiPassOptimizer, build_optimizer, option_config
 from flatmin.optim.build import TRAIN_SIZE_WITHOUT_DATASET
-from flatmin.optim.registry import option_config
-from flatmin.train.precision import resolve_device, resolve_precision
-from flatmin.train.runtime import Runtime
-from flatmin.train.step import Stepper
+from flatmin.optim.registry import options
+from flatmin.runtime import Runtime
+from flatmin.step import Stepper
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
 #: Weight averaging over a method, named ``<option>+<averaging.kind>``.
 AVERAGED = ["sam+ema", "sgd+swa"]
 #: Every config option but AdamW (the same step cost as Adam): SGD first, the baseline; then the averages.
-METHODS = ["sgd", *sorted(path.stem for path in CONF.glob("*.yaml") if path.stem not in ("sgd", "adamw")), *AVERAGED]
+METHODS = ["sgd", *sorted(set(options()) - {"sgd", "adamw"}), *AVERAGED]
 BERT_VOCAB, BERT_TOKENS = 30522, 128
 PEER_SUFFIX = "[pytorch_optimizer]"
 #: ``--optimizer-only``'s default methods: SGD, those with a pytorch_optimizer peer, and those issue 13 timed.
@@ -118,29 +118,32 @@ def track_profiled_step(contestant: "Contestant | OptimizerOnly") -> None:
     contestant.memory.track(0, kept, peak, timed=contestant.memory.kept is not None)
 
 
-class Contestant:
-    """One method on its own copy of the model, with the trainer's ``Stepper`` and a fixed batch."""
+def method_config(method: str) -> DictConfig:
+    """The optimizer config of ``method``: an option's, ``<option>+<averaging.kind>`` averaged."""
+    option, _, averaging = method.partition("+")
+    cfg = option_config(option)
+    if averaging:
+        cfg.averaging.kind = averaging
+    return cfg
 
-    def __init__(self, method: str, model_name: str, device: torch.device, precision: str) -> None:
+
+class Contestant:
+    """One method on its own copy of the model, assembled with its ``Stepper``, and a fixed batch."""
+
+    def __init__(self, method: str, model_name: str, runtime: Runtime) -> None:
         build, make_batch, batch = MODELS[model_name]
         torch.manual_seed(0)
-        self.device = device
-        self.model = build().to(device)
-        self.inputs, self.targets = make_batch(batch, device)
-        self.optimizer = self.build_optimizer(method)
-        runtime = Runtime(device, precision)
-        self.stepper = Stepper(self.model, self.optimizer, nn.functional.cross_entropy, runtime.autocast,
-                               runtime.loss_scaler())
+        self.device = runtime.device
+        self.model = build()
+        self.inputs, self.targets = make_batch(batch, self.device)
+        self.stepper = self.build_stepper(method, runtime)
+        self.optimizer = self.stepper.optimizer
         self.times: list[float] = []
         self.timed_passes = 0
         self.memory = StepMemory()
 
-    def build_optimizer(self, method: str) -> torch.optim.Optimizer:
-        option, _, averaging = method.partition("+")
-        cfg = option_config(option)
-        if averaging:
-            cfg.averaging.kind = averaging
-        return build_optimizer(cfg, self.model)
+    def build_stepper(self, method: str, runtime: Runtime) -> Stepper:
+        return assemble_stepper(self.model, method_config(method), runtime)
 
     def drive(self) -> None:
         self.stepper.step(self.inputs, self.targets)
@@ -221,17 +224,18 @@ class PeerSAM(Contestant):
 
     NAME = "sam" + PEER_SUFFIX
 
-    def build_optimizer(self, method: str) -> torch.optim.Optimizer:
+    def build_stepper(self, method: str, runtime: Runtime) -> Stepper:
         from pytorch_optimizer import SAM as PytorchOptimizerSAM
 
         cfg = option_config("sam")
-        return PytorchOptimizerSAM(self.model.parameters(), torch.optim.SGD, rho=cfg.rho, lr=cfg.lr,
+        peer = PytorchOptimizerSAM(self.model.to(self.device).parameters(), torch.optim.SGD, rho=cfg.rho, lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        return Stepper(self.model, peer, runtime)       # its precision and counters; the peer steps itself
 
     def drive(self) -> None:
         def closure() -> Tensor:
             self.optimizer.zero_grad()
-            with self.stepper.autocast():
+            with self.stepper.precision.autocast():
                 loss = self.stepper.loss_fn(self.model(self.inputs), self.targets)
             loss.backward()
             return loss
@@ -291,7 +295,7 @@ class OptimizerOnly:
         self.memory = StepMemory()
 
     def build_optimizer(self, method: str) -> torch.optim.Optimizer:
-        return Contestant.build_optimizer(self, method)   # type: ignore[arg-type]
+        return build_optimizer(method_config(method), self.model)
 
     def drive(self) -> None:
         self.optimizer.step(self.closure)
@@ -319,16 +323,6 @@ class OptimizerOnly:
                 "param_mib": sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20}
 
 
-class ConstantRho:
-    """pytorch_optimizer's GSAM asks a ``rho_scheduler`` for its radius; this one keeps it fixed."""
-
-    def __init__(self, rho: float) -> None:
-        self.rho = rho
-
-    def step(self) -> float:
-        return self.rho
-
-
 def sgd_settings(cfg) -> dict[str, float]:   # type: ignore[no-untyped-def]
     return {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov, "weight_decay": cfg.weight_decay}
 
@@ -344,7 +338,8 @@ def build_peer(method: str, model: nn.Module) -> torch.optim.Optimizer:
         return peer.SAM(params, sgd, rho=cfg.rho, adaptive=cfg.adaptive, **sgd_settings(cfg))
     if method == "gsam":
         base = sgd(model.parameters(), **sgd_settings(cfg))
-        return peer.GSAM(params, base, model, ConstantRho(cfg.rho), alpha=cfg.alpha, adaptive=cfg.adaptive)
+        fixed_rho = SimpleNamespace(step=lambda: cfg.rho)      # the rho_scheduler it asks for its radius
+        return peer.GSAM(params, base, model, fixed_rho, alpha=cfg.alpha, adaptive=cfg.adaptive)
     if method == "wsam":
         return peer.WSAM(model, params, sgd, rho=cfg.rho, gamma=cfg.gamma, adaptive=cfg.adaptive,
                          decouple=cfg.decouple, max_norm=cfg.max_norm, **sgd_settings(cfg))
@@ -400,15 +395,15 @@ def peer_available() -> bool:
     return importlib.util.find_spec("pytorch_optimizer") is not None
 
 
-def time_methods(methods: list[str], model_name: str, device: torch.device, precision: str, steps: int,
+def time_methods(methods: list[str], model_name: str, runtime: Runtime, steps: int,
                  warmup: int) -> dict[str, dict[str, float]]:
     """Per method, its passes, median ms per step and extra buffers, from interleaved rounds."""
     # Process-wide allocations made on first use (cuBLAS's workspace) must not count as the first
     # contestant's memory: a throwaway step takes them first.
-    Contestant("sgd", model_name, device, precision).step(timed=False)
-    contestants = {method: (PeerSAM if method == PeerSAM.NAME else Contestant)(method, model_name, device, precision)
+    Contestant("sgd", model_name, runtime).step(timed=False)
+    contestants = {method: (PeerSAM if method == PeerSAM.NAME else Contestant)(method, model_name, runtime)
                    for method in methods}
-    return run_rounds(contestants, device, steps, warmup)
+    return run_rounds(contestants, runtime.device, steps, warmup)
 
 
 def run_rounds(contestants: dict[str, Contestant | OptimizerOnly], device: torch.device, steps: int,
@@ -482,9 +477,9 @@ def main() -> None:
         args.methods = args.methods or OPTIMIZER_ONLY
     args.models = args.models or ["resnet18", "bert"]
     args.methods = args.methods or METHODS
-    device = resolve_device(args.device)
+    runtime = Runtime.local(args.device, args.precision)
+    device, precision = runtime.device, runtime.precision.name
     torch.backends.cudnn.benchmark = True       # as the trainer sets it (flatmin/train/seeding.py)
-    precision = resolve_precision(args.precision, device)
     cuda = device.type == "cuda"
     steps = args.steps or ((50 if cuda else 20) if args.optimizer_only else (30 if cuda else 5))
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
@@ -503,7 +498,7 @@ def main() -> None:
     if "sam" in methods and peer_available():
         methods.append(PeerSAM.NAME)
     for model_name in args.models:
-        rows = time_methods(methods, model_name, device, precision, steps, warmup)
+        rows = time_methods(methods, model_name, runtime, steps, warmup)
         for method, row in rows.items():
             row.update(model=model_name, method=method, ratio=row["ms_per_step"] / rows["sgd"]["ms_per_step"],
                        peak_above_sgd=(row["peak_mib"] - rows["sgd"]["peak_mib"]) / row["param_mib"])

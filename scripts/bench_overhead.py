@@ -4,9 +4,9 @@
                                      [--rounds 7] [--resnet-images 320] [--resnet-batch 32] [--json out.json]
     python scripts/bench_overhead.py --startup [--rounds 7]
 
-Per setup and optimizer, two contestants train one epoch of the same batches, with the same model
-(the same initial weights), the same optimizer built by ``build_optimizer`` from its YAML and the
-same per-step LR schedule:
+Per setup and optimizer, two contestants train one epoch of the same batches, each with the parts
+``flatmin.assembly.assemble`` builds from the same config and seed (the same initial weights, the
+optimizer from its YAML, the same per-step LR schedule):
 
 * ``flatmin``: ``Trainer.train_epoch``, as ``python train.py`` runs it (the configured loader, the
   ``Stepper`` with its BN and gradient rules, the loss and accuracy accumulated on the device, the
@@ -50,15 +50,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from flatmin.data import build_dataset, make_loaders
+from flatmin import rundir
+from flatmin.assembly import assemble
 from flatmin.data.cifar import write_cifar10
-from flatmin.data.metrics import Task
-from flatmin.models import build_model
-from flatmin.optim import build_hyper_schedule, build_optimizer
+from flatmin.optim import MultiPassOptimizer
+from flatmin.runtime import Runtime
 from flatmin.train.loggers import JsonlLogger, Loggers
-from flatmin.train.runtime import Runtime
-from flatmin.train.schedulers import build_scheduler, final_lr_factor
-from flatmin.train.trainer import Trainer, optimizer_steps_per_epoch
+from flatmin.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -108,28 +106,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 class Contestant:
-    """One side of a comparison: its own model, optimizer and schedule, and its epoch times."""
+    """One side of a comparison: its own parts (model, optimizer, schedule), and its epoch times."""
 
-    def __init__(self, name: str, cfg: DictConfig, device: torch.device, run_dir: Path) -> None:
+    def __init__(self, name: str, cfg: DictConfig, runtime: Runtime, run_dir: Path) -> None:
         self.name = name
         self.times: list[float] = []
-        splits = build_dataset(cfg.dataset)
-        self.loaders = make_loaders(splits, cfg.dataset, device, cfg.seed)
-        steps = optimizer_steps_per_epoch(len(self.loaders.train), cfg.trainer)
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model).to(device)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model, train_size=len(splits.train), steps_per_epoch=steps)
-        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, steps, cfg.trainer.epochs)
         self.epoch = 0
+        torch.manual_seed(cfg.seed)
+        self.parts = assemble(cfg, runtime)
         if name == "flatmin":
-            hyper = build_hyper_schedule(cfg.optimizer, self.optimizer, steps * cfg.trainer.epochs,
-                                         final_lr_factor(cfg.scheduler, steps, cfg.trainer.epochs), steps)
-            loggers = Loggers([JsonlLogger(run_dir / "metrics.jsonl")])
-            self.trainer = Trainer(cfg.trainer, self.model, self.optimizer, self.scheduler, hyper, self.loaders,
-                                   Runtime(device, "fp32"), run_dir, loggers, {}, Task.from_config(cfg.dataset))
+            self.trainer = Trainer(self.parts, runtime, run_dir, Loggers([JsonlLogger(run_dir / rundir.METRICS)]))
         else:
-            # The bare loop's data: the training split as two tensors, as a hand-written loop keeps it.
-            inputs, targets = zip(*((x, y) for x, y in self.loaders.train))
+            # The bare loop drives the optimizer itself, without the Stepper's gate between G and the base step,
+            # and keeps the training split as two tensors, as a hand-written loop does.
+            if isinstance(self.parts.optimizer, MultiPassOptimizer):
+                self.parts.optimizer.base_step_gate = None
+            inputs, targets = zip(*((x, y) for x, y in self.parts.loaders.train))
             self.inputs, self.targets = torch.cat(inputs), torch.cat(targets)
             self.batch_size, self.steps = len(targets[0]), len(targets)
 
@@ -138,8 +130,8 @@ class Contestant:
         if self.name == "flatmin":
             self.trainer.train_epoch(self.epoch)
         else:
-            bare_epoch(self.model, self.optimizer, self.scheduler, self.inputs, self.targets, self.batch_size,
-                       self.steps)
+            bare_epoch(self.parts.module, self.parts.optimizer, self.parts.lr_schedule, self.inputs, self.targets,
+                       self.batch_size, self.steps)
         self.epoch += 1
         if timed:
             self.times.append(time.perf_counter() - start)
@@ -212,18 +204,17 @@ def main() -> None:
     if args.startup:
         time_startup(args.rounds)
         return
-    device = torch.device(args.device)
+    runtime = Runtime.local(args.device, "fp32")
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for setup in args.setups:
             for optimizer in args.optimizers:
-                overrides = [*setup_overrides(setup, args, Path(folder) / "data"), f"optimizer={optimizer}",
-                             "trainer.progress_bar=false", "trainer.device=" + args.device, "trainer.precision=fp32"]
-                cfg = compose_config(overrides)
                 run_dir = Path(folder) / f"{setup}-{optimizer}"
                 run_dir.mkdir()
-                contestants = [Contestant(name, cfg, device, run_dir) for name in ("flatmin", "bare")]
+                cfg = compose_config([*setup_overrides(setup, args, Path(folder) / "data"), f"optimizer={optimizer}",
+                                      f"paths.output_dir={run_dir}", "trainer.progress_bar=false"])
+                contestants = [Contestant(name, cfg, runtime, run_dir) for name in ("flatmin", "bare")]
                 for round_index in range(args.rounds + 1):           # the first round is untimed
                     for contestant in contestants:
                         contestant.run_epoch(timed=round_index > 0)

@@ -207,20 +207,15 @@ def method_steps(method: str, precision: str, build: Callable[[], Any], inputs: 
     median ms per step, the peak device memory above the weights and batch, and in fp16 the forced
     overflow."""
     import torch
-    from torch import nn
 
-    from flatmin.optim import build_optimizer
-    from flatmin.optim.registry import option_config
-    from flatmin.train.precision import LossScaler, autocast
-    from flatmin.train.step import Stepper
+    from flatmin.assembly import assemble_stepper
+    from flatmin.optim import option_config
+    from flatmin.runtime import Runtime
 
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0   # the batch
     torch.manual_seed(0)
-    model = build().to(device).to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(option_config(method), model)
-    scaler = LossScaler(device, precision == "fp16")
-    stepper = Stepper(model, optimizer, nn.functional.cross_entropy, lambda: autocast(device, precision), scaler)
-    params = list(model.parameters())
+    stepper = assemble_stepper(build(), option_config(method), Runtime.local(str(device), precision, channels_last=True))
+    params = list(stepper.model.parameters())
     losses, times = [], []
     for index in range(3 + steps):
         if index == 3 and device.type == "cuda":
@@ -244,16 +239,16 @@ def method_steps(method: str, precision: str, build: Callable[[], Any], inputs: 
         row["peak_bytes"] = torch.cuda.max_memory_allocated(device) - resident
         row["peak_mib"] = row["peak_bytes"] / 2**20
     if precision == "fp16":
-        row["overflow_skips_and_backs_off"] = forced_overflow(stepper, scaler, params, inputs, targets, out, label)
+        row["overflow_skips_and_backs_off"] = forced_overflow(stepper, params, inputs, targets, out, label)
     return row
 
 
-def forced_overflow(stepper: Any, scaler: Any, params: list, inputs: Any, targets: Any, out: Section,
-                    label: str) -> bool:
+def forced_overflow(stepper: Any, params: list, inputs: Any, targets: Any, out: Section, label: str) -> bool:
     """A loss scale of 2^127 overflows every pass: the step must leave the weights exactly as they
     were and halve the scale; three steps at the old scale must then be finite and move the weights."""
     import torch
 
+    scaler = stepper.scaler
     before = [p.detach().clone() for p in params]
     old_scale = scaler.scale.item()
     scaler.scale.fill_(2.0**127)
@@ -341,22 +336,19 @@ def compiled_sam_steps(ctx: Context, out: Section, mode: str) -> None:
     from torch import nn
     from torch._dynamo.utils import counters
 
+    from flatmin.assembly import assemble_stepper
     from flatmin.models import SmallCNN
-    from flatmin.optim import SAM
-    from flatmin.train.precision import LossScaler, autocast
-    from flatmin.train.step import Stepper
+    from flatmin.optim import option_config
+    from flatmin.runtime import Runtime
 
-    device = torch.device(ctx.device_name)
-    precision = "bf16" if ctx.cuda else "fp32"
+    runtime = Runtime.local(ctx.device_name, "bf16" if ctx.cuda else "fp32", compile=True, compile_mode=mode,
+                            compile_backend="aot_eager" if ctx.quick else "inductor")
+    device = runtime.device
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
-    module = SmallCNN(num_classes=10, in_channels=1).to(device)
-    backend = {"backend": "aot_eager"} if ctx.quick else {"mode": mode}
-    model = torch.compile(module, **backend)
-    optimizer = SAM(module.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
-    stepper = Stepper(model, optimizer, nn.functional.cross_entropy, lambda: autocast(device, precision),
-                      LossScaler(device, False))
+    module = SmallCNN(num_classes=10, in_channels=1)
+    stepper = assemble_stepper(module, option_config("sam"), runtime)
     inputs, targets = torch.randn(64, 1, 8, 8, device=device), torch.randint(0, 10, (64,), device=device)
     label = f"compile ({mode})"
     try:
@@ -378,29 +370,27 @@ def compiled_sam_steps(ctx: Context, out: Section, mode: str) -> None:
         out.figure(f"stepper_{mode}", {"first_step_s": first_step_s, "graphs": graphs, "outputs_are_first_pass":
                                        consistent, "cudagraph_counters": cudagraph_counters})
         if mode == "reduce-overhead":
-            out.figure("raw_outputs_overwritten_by_replay", raw_outputs_overwritten(model, module, inputs, targets,
-                                                                                     device, precision))
+            out.figure("raw_outputs_overwritten_by_replay", raw_outputs_overwritten(stepper.model, module, inputs,
+                                                                                     targets, runtime.precision))
     except Exception as error:      # what a broken mode raises is the finding
         out.broken(f"{label}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
 
-def raw_outputs_overwritten(model: Any, module: Any, inputs: Any, targets: Any, device: Any, precision: str) -> bool:
+def raw_outputs_overwritten(model: Any, module: Any, inputs: Any, targets: Any, precision: Any) -> bool:
     """Two passes of the compiled model without the ``Stepper``, the weights moved between them:
     whether the second pass changed (or invalidated) the first pass's output tensor, which is why
     the ``Stepper`` keeps a copy of it."""
     import torch
     from torch import nn
 
-    from flatmin.train.precision import autocast
-
-    with autocast(device, precision):
+    with precision.autocast():
         first = model(inputs)
         nn.functional.cross_entropy(first, targets).backward()
     kept = first.detach().clone()
     with torch.no_grad():
         for param in module.parameters():
             param.add_(0.01)
-    with autocast(device, precision):
+    with precision.autocast():
         nn.functional.cross_entropy(model(inputs), targets).backward()
     try:
         return not torch.equal(first.detach(), kept)

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from flatmin.config import validate
+from flatmin.validation import validate
 from flatmin.train import run
 from tests.conftest import CONF, make_config
 from tests.data import writers

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from flatmin.config import validate
+from flatmin.validation import validate
 from tests.conftest import CONF
 from tests.test_experiments import one_seed_each, sweep_jobs
 

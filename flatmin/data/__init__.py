@@ -15,7 +15,9 @@ from omegaconf import DictConfig
 import torch
 
 from flatmin.data.device_loader import build_device_loaders
-from flatmin.data.splits import DataSplits, EpochShuffleSampler, Loaders, build_loaders, resolve_num_workers
+from flatmin.data.loaders import Loaders, build_loaders, resolve_num_workers
+from flatmin.data.sampler import EpochShuffleSampler
+from flatmin.data.splits import DataSplits
 from flatmin.errors import ConfigError, DataFormatError
 
 FINETUNE_SETS = ("aircraft", "caltech256", "cars", "cub200", "dogs", "flowers102", "indoor67")

@@ -26,10 +26,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from flatmin.data.device_loader import Augmentation, DeviceData
 from flatmin.data.files import DatasetFiles, ensure_present
 from flatmin.data.images import ImageSet, ImageSubset, Samples, assemble
-from flatmin.data.splits import DataSplits
+from flatmin.data.splits import Augmentation, DataSplits, DeviceData
 from flatmin.errors import DataFormatError
 from flatmin.data.transforms import cifar_transforms
 

@@ -16,25 +16,15 @@ normalisation), so a run may switch paths without changing the experiment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flatmin.data.splits import Loaders
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Per-batch training augmentation: crop padding (0 = none), flip, cutout side (0 = none) and
-    the probability that an image is cut out (davda54/sam's 0.5; 1 by default)."""
-
-    crop_padding: int = 0
-    flip: bool = False
-    cutout: int = 0
-    cutout_probability: float = 1.0
+from flatmin.data.loaders import Loaders
+from flatmin.data.sampler import epoch_seed
+from flatmin.data.splits import Augmentation, DeviceData
 
 
 def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -117,8 +107,8 @@ class DeviceLoader:
         return count // self.batch_size if self.train else -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        self.order_generator.manual_seed(self.seed * 1_000_003 + self.epoch)
-        self.augment_generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank + 1)
+        self.order_generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        self.augment_generator.manual_seed(epoch_seed(self.seed, self.epoch) * 1_009 + self.rank + 1)
         count = len(self.labels)
         order = torch.randperm(count, device=self.device, generator=self.order_generator) if self.train else \
             torch.arange(count, device=self.device)
@@ -143,23 +133,6 @@ class DeviceLoader:
             images = cutout(images, self.augmentation.cutout, self.augment_generator,
                             self.augmentation.cutout_probability)
         return images
-
-
-@dataclass(frozen=True)
-class DeviceData:
-    """A dataset's splits as ``(images, labels)`` tensors, for :class:`DeviceLoader`.
-
-    Offered by the small-image datasets whose whole training recipe runs on the device (CIFAR
-    without an AutoAugment/RandAugment policy, digits); ``mean``/``std`` None means the images are
-    already normalised floats.
-    """
-
-    train: tuple[Tensor, Tensor]
-    val: tuple[Tensor, Tensor] | None
-    test: tuple[Tensor, Tensor] | None
-    augmentation: Augmentation = Augmentation()
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
 
 
 def build_device_loaders(data: DeviceData, batch_size: int, eval_batch_size: int, device: torch.device,

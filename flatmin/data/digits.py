@@ -15,9 +15,8 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from flatmin.data.device_loader import DeviceData
 from flatmin.data.label_noise import apply_label_noise
-from flatmin.data.splits import DataSplits
+from flatmin.data.splits import DataSplits, DeviceData
 from flatmin.errors import ConfigError
 
 

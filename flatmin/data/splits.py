@@ -1,18 +1,43 @@
-"""What every dataset builder returns, and the loaders built from it."""
+"""What every dataset builder returns: :class:`DataSplits`; the small-image datasets also offer their
+splits as tensors (:class:`DeviceData`, with its :class:`Augmentation`) for the device-resident loader."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Sequence
 
-import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
+from torch import Tensor
+from torch.utils.data import Dataset
 
 from flatmin.data.label_noise import NoisyLabels
 
-if TYPE_CHECKING:
-    from flatmin.data.device_loader import DeviceData
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Per-batch training augmentation: crop padding (0 = none), flip, cutout side (0 = none) and
+    the probability that an image is cut out (davda54/sam's 0.5; 1 by default)."""
+
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+    cutout_probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A dataset's splits as ``(images, labels)`` tensors, for :class:`DeviceLoader`.
+
+    Offered by the small-image datasets whose whole training recipe runs on the device (CIFAR
+    without an AutoAugment/RandAugment policy, digits); ``mean``/``std`` None means the images are
+    already normalised floats.
+    """
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor] | None
+    test: tuple[Tensor, Tensor] | None
+    augmentation: Augmentation = Augmentation()
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
 
 
 @dataclass
@@ -34,94 +59,3 @@ class DataSplits:
     collate: Callable[[list[Any]], Any] | None = None
     label_noise: NoisyLabels | None = None
     on_device: DeviceData | None = None
-
-
-@dataclass
-class Loaders:
-    train: DataLoader
-    val: DataLoader | None
-    test: DataLoader | None
-    extra_val: dict[str, DataLoader] = field(default_factory=dict)
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A shuffled order that depends only on ``(seed, epoch)``.
-
-    Resuming therefore replays exactly the order an uninterrupted run would have seen: call
-    :meth:`set_epoch` before iterating (as with ``DistributedSampler``), with ``skip_batches`` the
-    batches of ``batch_size`` that a mid-epoch checkpoint's epoch had already taken. With
-    ``world_size`` replicas, replica ``rank`` takes every ``world_size``-th index of the same
-    permutation (the tail that does not divide evenly is dropped), so the replicas' batches
-    together form the batches of a single process with ``world_size`` times the batch size.
-    """
-
-    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1, batch_size: int = 1) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.batch_size = batch_size
-        self.epoch = 0
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch = epoch
-        self.skip = skip_batches * self.batch_size
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator)
-        share = order[:self.num_samples // self.world_size * self.world_size][self.rank::self.world_size]
-        return iter(share[self.skip:].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples // self.world_size - self.skip
-
-
-def resolve_num_workers(value: int | str) -> int:
-    """``dataset.num_workers``: an integer as is; ``auto`` is the CPUs this process may use, shared
-    among the training processes on this node (torchrun's ``LOCAL_WORLD_SIZE``), at least one.
-    A GPU needs them: on an H200 host, 4 workers fed ResNet-18 a third of what it can consume
-    (docs/benchmarks.md)."""
-    if value != "auto":
-        return int(value)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
-class BatchesOf(BatchSampler):
-    """The index batches of ``sampler`` as index tensors, each handed to the dataset whole
-    (``dataset[indices]``: indexing by a tensor, a list of ints costs 15 times as much); forwards
-    :meth:`set_epoch` to ``sampler``, which the trainer calls on ``loader.sampler``."""
-
-    def __iter__(self) -> Iterator[torch.Tensor]:  # type: ignore[override]
-        return (torch.tensor(batch) for batch in super().__iter__())
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.sampler.set_epoch(epoch, skip_batches)
-
-
-def build_loaders(splits: DataSplits, batch_size: int, eval_batch_size: int, num_workers: int,
-                  seed: int, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
-    """Wrap the splits in DataLoaders: shuffled, full batches for training (``batch_size`` per
-    replica, each replica its share); every replica evaluates whole splits, in order.
-
-    A split held in memory as tensors (a ``TensorDataset``: digits) is gathered a batch at a time,
-    one index per tensor, instead of sample by sample and stacked: the same rows in the same order,
-    bit for bit, without the per-sample cost (135 µs a batch of 64 on digits: the trainer's largest
-    cost beside the step itself in the quick start on a CPU)."""
-
-    def loader(dataset: Dataset, sampler: Sampler[int], size: int, drop_last: bool) -> DataLoader:
-        workers = {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
-        if isinstance(dataset, TensorDataset) and splits.collate is None:
-            return DataLoader(dataset, batch_size=None, sampler=BatchesOf(sampler, size, drop_last), **workers)
-        return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=drop_last, collate_fn=splits.collate,
-                          **workers)
-
-    def eval_loader(dataset: Dataset | None) -> DataLoader | None:
-        return None if dataset is None else loader(dataset, SequentialSampler(dataset), eval_batch_size, False)
-
-    train = loader(splits.train, EpochShuffleSampler(len(splits.train), seed, rank, world_size, batch_size),
-                   batch_size, True)
-    return Loaders(train=train, val=eval_loader(splits.val), test=eval_loader(splits.test),
-                   extra_val={prefix: eval_loader(dataset) for prefix, dataset in splits.extra_val.items()})

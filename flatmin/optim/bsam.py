@@ -29,19 +29,26 @@ each chunk's ``s·g_j²``; ε, ``sqrt(N·s)`` and the update's terms use existin
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from flatmin.checks import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Check, optional
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.checks import BETAS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, optional
+from flatmin.optim.hyper import Card, Hyper, Requirement
 from flatmin.optim.multipass import ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, noise_in_gradients
 
-BETAS = Check(lambda value: (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-                             and all(FRACTION(beta) for beta in value)), "two numbers in [0, 1)")
+#: Why a param group's (and so ``optimizer.weight_decay``) must be 0.
+OWN_WEIGHT_DECAY = "bSAM's weight decay is prior_precision/(num_data·data_factor) on every tensor, so weight_decay " \
+                   "must be 0"
+
+
+def config_with_weight_decay(settings: Mapping[str, Any]) -> str | None:
+    """The config's side of the constructor's weight-decay check: ``optimizer.weight_decay``."""
+    decay = settings.get("weight_decay", 0.0)
+    return None if decay == 0 else f"optimizer.weight_decay is {decay}; {OWN_WEIGHT_DECAY}"
 
 
 class BSAM(MultiPassOptimizer, key="bsam"):
@@ -105,6 +112,7 @@ class BSAM(MultiPassOptimizer, key="bsam"):
                                               "noise, noisy and perturbed pass (m-sharpness); B must be divisible by "
                                               "it; more than 1 needs the extended closure", structural=True),
     }
+    requirements = (Requirement(config_with_weight_decay),)
     card = Card("bSAM (a full optimizer)", "2 (`2·batch_split` on `B/batch_split` rows each)",
                 "2 (θ, gs; + gp's sum if `batch_split > 1`) + state m, s", "Möllenhoff & Khan, ICLR 2023")
     full_optimizer = True
@@ -121,9 +129,7 @@ class BSAM(MultiPassOptimizer, key="bsam"):
             if group["num_data"] is None:
                 raise ValueError("BSAM: num_data is required: the number of training examples (the release's ndata)")
             if group.get("weight_decay", 0.0) != 0:
-                raise ValueError(f"BSAM: a param group has weight_decay={group['weight_decay']}; bSAM's weight "
-                                 "decay is prior_precision/(num_data·data_factor) on every tensor, so weight_decay "
-                                 "must be 0")
+                raise ValueError(f"BSAM: a param group has weight_decay={group['weight_decay']}; {OWN_WEIGHT_DECAY}")
         self._gs: list[Tensor] = []
 
     @property

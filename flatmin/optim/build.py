@@ -1,83 +1,30 @@
 """``build_optimizer(cfg, model)``: param groups, the base optimizer, and the method over it, from the
-``optimizer`` config.
-
-An ``optimizer`` config (``conf/optimizer/<name>.yaml``) is the shared block
-``conf/optimizer_common/base.yaml`` (the base optimizer, the param grouping, Lookahead) plus the
-method's own hyperparameters (``method: <key>`` and the keys that method declares, see
-``flatmin/optim/hyper.py``). :func:`check_optimizer_config` checks such a config against those
-declarations; :func:`build_optimizer` builds it.
+``optimizer`` config (what it may hold and its checks: ``flatmin/optim/settings.py``), and
+``build_hyper_schedule``, the schedule of the method's hyperparameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 
-from flatmin.checks import NON_NEGATIVE, listing
 from flatmin.errors import ConfigError
 from flatmin.optim.averaging import WeightAveraging
+from flatmin.optim.hyper_schedule import HyperparameterSchedule
 from flatmin.optim.lookahead import Lookahead
-from flatmin.optim.registry import COMMON_BLOCK, METHODS
-from flatmin.optim.schedules import HyperparameterSchedule
+from flatmin.optim.multipass import METHODS
+from flatmin.optim.settings import BASE_OPTIMIZERS, check_optimizer_config, check_rho_min
 
-BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-}
 #: Layers whose parameters are "normalization parameters" for ``perturb: norm | no_norm`` (SAM-ON).
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 #: What a config's ``num_data: null`` (bSAM: the training split's size) stands for when
-#: :func:`build_optimizer` is given no ``train_size``: a build that trains on no dataset (config
-#: validation, counting passes, a benchmark on a fixed batch). CIFAR-10's 50,000 training images.
+#: :func:`build_optimizer` is given no ``train_size``: a build that trains on no dataset (a
+#: benchmark on a fixed batch, a test). CIFAR-10's 50,000 training images.
 TRAIN_SIZE_WITHOUT_DATASET = 50_000
-
-
-@cache
-def common_keys() -> frozenset[str]:
-    """The settings every optimizer config has (the shared block's keys, ``name`` and ``schedules``)."""
-    return frozenset(OmegaConf.load(COMMON_BLOCK)) | {"name", "schedules"}
-
-
-@cache
-def timm_optimizers() -> frozenset[str]:
-    """The names ``timm.optim.create_optimizer_v2`` accepts (timm is imported only when asked)."""
-    from timm.optim import list_optimizers
-
-    return frozenset(list_optimizers())
-
-
-def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` for a method or base that does not exist, a key the method does
-    not declare (written with ``+`` or not), a hyperparameter its declaration rejects, or a
-    ``rho_min`` that would have no effect or is out of range (:func:`check_rho_min`)."""
-    method = cfg.get("method")
-    if method is not None and method not in METHODS:
-        raise ConfigError(f"optimizer.method must be null or one of {listing(METHODS)} (got {method!r}).")
-    base = cfg.get("base")
-    if base not in BASE_OPTIMIZERS and base not in timm_optimizers():
-        raise ConfigError(f"optimizer.base must be one of {listing(BASE_OPTIMIZERS)} or an optimizer timm.optim "
-                          f"creates ({listing(timm_optimizers() - set(BASE_OPTIMIZERS))}) (got {base!r}).")
-    declared = METHODS[method].hyperparameters if method else {}
-    unknown = sorted(set(cfg) - common_keys() - set(declared))
-    if unknown:
-        own = listing(declared) if declared else "none"
-        raise ConfigError(f"optimizer.{unknown[0]} is not a setting of optimizer {cfg.get('name')!r} (its method's "
-                          f"settings: {own}; the shared ones: {listing(common_keys())}).")
-    for key, hyper in declared.items():
-        if key in cfg and not hyper.check(cfg[key]):
-            raise ConfigError(f"optimizer.{key} must be {hyper.check.requirement} (got {cfg[key]!r}).")
-    check_rho_min(cfg)
-    averaging = cfg.get("averaging") or {}
-    if averaging.get("swa_lr") is not None and averaging.get("kind") != "swa":
-        raise ConfigError(f"optimizer.averaging.swa_lr ({averaging['swa_lr']!r}) is the SWA learning rate, and "
-                          f"optimizer.averaging.kind is {averaging.get('kind')!r}; set kind=swa or swa_lr=null.")
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
@@ -207,24 +154,3 @@ def build_hyper_schedule(cfg: DictConfig, optimizer: Optimizer, total_steps: int
     floors = {"rho": rho_min} if rho_min else {}
     per_epoch = steps_per_epoch if cfg.get("schedule_interval", "step") == "epoch" else None
     return HyperparameterSchedule(optimizer, kinds, total_steps, floors, final_lr_factor, per_epoch)
-
-
-def check_rho_min(cfg: Mapping[str, Any]) -> float:
-    """``cfg.rho_min`` (0 when absent), or a :class:`ConfigError` if it would have no effect (rho not
-    scheduled ``proportional_to_lr``), is negative, or exceeds ``rho`` (GSAM's release asserts
-    ``rho_max >= rho_min``, juntang-zhuang/GSAM@a770275 ``gsam/scheduler.py``)."""
-    rho_min = cfg.get("rho_min", 0.0)
-    rho_min = 0.0 if rho_min is None else rho_min
-    kind = (cfg.get("schedules") or {}).get("rho")
-    if kind == "proportional_to_lr":
-        if not NON_NEGATIVE(rho_min):
-            raise ConfigError(f"optimizer.rho_min must be {NON_NEGATIVE.requirement} (got {rho_min!r}).")
-        rho = cfg.get("rho")
-        if rho is not None and rho_min > rho:
-            raise ConfigError(f"optimizer.rho_min ({rho_min!r}) must not exceed optimizer.rho ({rho!r}), "
-                              "its value at the initial learning rate.")
-    elif rho_min != 0:
-        raise ConfigError(f"optimizer.rho_min ({rho_min!r}) is where optimizer.schedules.rho=proportional_to_lr "
-                          f"ends, and optimizer {cfg.get('name')!r} does not schedule rho so "
-                          f"(schedules.rho: {kind or 'none'}); set rho_min to 0 or schedule rho proportional_to_lr.")
-    return rho_min

@@ -16,7 +16,7 @@ Released code: juntang-zhuang/GSAM@a770275 ``gsam/gsam.py`` (PyTorch: ``perturb_
 ``big_vision/trainers/proj/gsam/gsam.py`` (JAX, ``gsam_gradient``, where ``minimize_fp`` comes from).
 The paper's rho schedule (Algorithm 1, step 0: rho proportional to the learning rate between
 rho_max and rho_min) is flatmin's shared ``optimizer.schedules.rho: proportional_to_lr`` with
-``optimizer.rho_min`` (``flatmin/optim/schedules.py``); ``rho`` here is the value in force.
+``optimizer.rho_min`` (``flatmin/optim/hyper_schedule.py``); ``rho`` here is the value in force.
 
 Cost: 2 passes, 2 extra parameter-sized buffers (θ and g).
 """

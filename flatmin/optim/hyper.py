@@ -1,16 +1,20 @@
-"""What a method declares about itself, once: its hyperparameters and its line in the method table.
+"""What a method declares about itself, once: its hyperparameters, what it needs of the rest of its
+config, and its line in the method table.
 
 A method class (a :class:`~flatmin.optim.multipass.MultiPassOptimizer` registered with a ``key``)
 lists its hyperparameters in ``hyperparameters``; from that one declaration come the constructor's
 signature and its checks, the config's validation of ``optimizer.<name>`` (the same sentence), the
 keys ``optimizer.schedules`` may drive, and the settings that tell the config options apart in
-reports (``flatmin/optim/registry.py``). Its ``card`` is its row of the README's method table.
+reports (``flatmin/optim/registry.py``). Its ``requirements`` are checked against the whole
+``optimizer`` config before anything is built (``flatmin/optim/settings.py``). Its ``card`` is its
+row of the README's method table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from flatmin.checks import BOOLEAN, NON_NEGATIVE, Check, one_of
 
@@ -20,7 +24,7 @@ class Hyper:
     """One hyperparameter of a method.
 
     ``schedulable``: a number kept in the param groups that ``optimizer.schedules`` may set every
-    step (``flatmin/optim/schedules.py``). ``structural``: it shapes the algorithm (a variant, a
+    step (``flatmin/optim/hyper_schedule.py``). ``structural``: it shapes the algorithm (a variant, a
     count, a switch) and is kept on the optimizer object, not in the param groups. ``grouping``:
     not a constructor argument but an instruction to ``build_optimizer``'s param grouping (ASAM's
     ``adaptive_tensors``). Anything else is a number kept in every param group.
@@ -32,6 +36,15 @@ class Hyper:
     schedulable: bool = False
     structural: bool = False
     grouping: bool = False
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a method needs of the rest of its ``optimizer`` config (the base optimizer, a shared
+    setting): ``problem(settings)`` is None when the settings meet it, else the sentence that says
+    what is wrong, as its constructor would refuse it (MSAM needs a base with a first moment)."""
+
+    problem: Callable[[Mapping[str, Any]], str | None]
 
 
 @dataclass(frozen=True)

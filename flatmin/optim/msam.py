@@ -29,6 +29,7 @@ differ from torch's:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -36,9 +37,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from flatmin.checks import NON_NEGATIVE
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import Card, Hyper, Requirement
 from flatmin.optim.multipass import (NORM_EPS, ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, _signature,
                                      global_norm)
+
+
+#: What MSAM perturbs along, and so what its base must keep.
+FIRST_MOMENT_NEEDED = "MSAM perturbs along the base optimizer's first moment, so it needs SGD with momentum > 0 or " \
+                      "Adam/AdamW as its base (got {})"
 
 
 def first_moment_key(base: Optimizer) -> str:
@@ -52,8 +58,15 @@ def first_moment_key(base: Optimizer) -> str:
         got = f"SGD with momentum {', '.join(map(str, momenta))}"
     else:
         got = type(base).__name__
-    raise ValueError("MSAM perturbs along the base optimizer's first moment, so it needs SGD with momentum > 0 or "
-                     f"Adam/AdamW as its base (got {got})")
+    raise ValueError(FIRST_MOMENT_NEEDED.format(got))
+
+
+def config_without_first_moment(settings: Mapping[str, Any]) -> str | None:
+    """The config's side of :func:`first_moment_key`: ``optimizer.base`` and ``optimizer.momentum``."""
+    base, momentum = settings.get("base"), settings.get("momentum")
+    if base in ("adam", "adamw") or (base == "sgd" and momentum > 0):
+        return None
+    return FIRST_MOMENT_NEEDED.format(f"SGD with momentum {momentum}" if base == "sgd" else base)
 
 
 class MSAM(MultiPassOptimizer, key="msam"):
@@ -72,6 +85,7 @@ class MSAM(MultiPassOptimizer, key="msam"):
         "rho": Hyper(3.0, NON_NEGATIVE, "radius of the step against the first moment: θ̃ = θ − rho·v/‖v‖",
                      schedulable=True),
     }
+    requirements = (Requirement(config_without_first_moment),)
     card = Card("MSAM (Momentum-SAM)", "1", "1 (θ)", "Becker, Altrock & Risse, arXiv 2401.12033")
     passes_per_step = 1
 

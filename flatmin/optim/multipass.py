@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from flatmin.optim.hyper import Card, Hyper
-from flatmin.optim.registry import register
+from flatmin.optim.hyper import Card, Hyper, Requirement
 
 Closure = Callable[..., Tensor]
 
@@ -54,6 +53,10 @@ def evaluation_weights(optimizer: Optimizer) -> contextlib.AbstractContextManage
     if isinstance(optimizer, MultiPassOptimizer):
         return optimizer.evaluation_weights()
     return contextlib.nullcontext()
+
+#: key → method class, filled as the method modules are imported: a subclass given a ``key``
+#: (``class GSAM(MultiPassOptimizer, key="gsam")``) registers itself for ``optimizer.method``.
+METHODS: dict[str, type[MultiPassOptimizer]] = {}
 
 #: Added to norms in fp32 or wider; 1e-12 would underflow in fp16.
 NORM_EPS = 1e-12
@@ -143,6 +146,9 @@ class MultiPassOptimizer(Optimizer):
 
     #: The method's hyperparameters, by keyword (see :class:`~flatmin.optim.hyper.Hyper`).
     hyperparameters: ClassVar[dict[str, Hyper]] = {}
+    #: What it needs of the rest of its optimizer config (the base optimizer, the shared settings),
+    #: checked from the config before anything is built (MSAM: a base with a first moment).
+    requirements: ClassVar[tuple[Requirement, ...]] = ()
     #: Its row of the README's method table.
     card: ClassVar[Card]
     #: Forward+backward passes one ``step`` performs; subclasses set it. A method whose count varies
@@ -165,8 +171,10 @@ class MultiPassOptimizer(Optimizer):
     def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if key is not None:
+            if key in METHODS and METHODS[key] is not cls:
+                raise ValueError(f"two methods registered as {key!r}: {METHODS[key].__name__} and {cls.__name__}")
             cls.key = key
-            register(key, cls)
+            METHODS[key] = cls
         if "__init__" not in cls.__dict__:
             cls.__signature__ = _signature(cls.hyperparameters)
 

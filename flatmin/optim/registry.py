@@ -1,38 +1,27 @@
-"""The registered methods, the config options that use them, and what is derived from both.
+"""The config options (``conf/optimizer/<name>.yaml``) and the registered methods they use, and the
+name a run is reported under.
 
-A method class registers itself by subclassing ``MultiPassOptimizer`` with a key
+A method class registers itself in ``METHODS`` by subclassing ``MultiPassOptimizer`` with a key
 (``class GSAM(MultiPassOptimizer, key="gsam")``); ``flatmin/optim/__init__.py`` imports every
 module of the package, so a new method file is found without being listed anywhere. A config
-option ``conf/optimizer/<name>.yaml`` names its method with ``method: <key>`` (``null`` for a base
-optimizer alone). From the two come:
-
-* :func:`method_label`: the name a run is reported under (the option whose method, structural
-  settings and ``perturb`` the run has: SAM with ``adaptive: true`` is ``asam``);
-* :func:`method_table`: the README's method table (``python -m flatmin.optim`` prints it).
+option names its method with ``method: <key>`` (``null`` for a base optimizer alone). From the two
+comes :func:`method_label`: the option whose method, structural settings and ``perturb`` a run has
+(SAM with ``adaptive: true`` is ``asam``). ``method_table.py`` derives the README's table from both.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-if TYPE_CHECKING:
-    from flatmin.optim.multipass import MultiPassOptimizer
+from flatmin.optim.multipass import METHODS
 
-#: key → method class, filled as the method modules are imported.
-METHODS: dict[str, type[MultiPassOptimizer]] = {}
 #: Where the config options live (the source tree's ``conf/``), and the block they all start from.
 OPTIONS_DIR = Path(__file__).resolve().parents[2] / "conf" / "optimizer"
 COMMON_BLOCK = OPTIONS_DIR.parent / "optimizer_common" / "base.yaml"
-
-
-def register(key: str, cls: type[MultiPassOptimizer]) -> None:
-    if key in METHODS and METHODS[key] is not cls:
-        raise ValueError(f"two methods registered as {key!r}: {METHODS[key].__name__} and {cls.__name__}")
-    METHODS[key] = cls
 
 
 @cache
@@ -81,30 +70,3 @@ def method_label(settings: Mapping[str, Any]) -> str:
         if candidates:
             return str(name) if name in candidates else candidates[0]
     return str(name)
-
-
-def method_table() -> str:
-    """The README's method table: the base optimizers, each registered method (with the options
-    that use it) and the wrappers (Lookahead, weight averaging), from their declarations."""
-    using: dict[str, list[str]] = {}
-    for option, own in options().items():
-        using.setdefault("lookahead" if proximal_lookahead(own) else own.get("method") or "", []).append(option)
-    rows = ["| method | `optimizer=` | passes per step | extra buffers | source |", "|---|---|---|---|---|",
-            f"| SGD, Adam, AdamW (or any timm optimizer as `optimizer.base`) | "
-            f"{', '.join(f'`{o}`' for o in using.get('', []))} | 1 | 0 | — |"]
-    for key, cls in sorted(METHODS.items(), key=lambda item: item[1].card.title):
-        card = cls.card
-        names = ", ".join(f"`{o}`" for o in using.get(key, [])) or f"(`method: {key}`)"
-        rows.append(f"| {card.title} | {names} | {card.passes} | {card.buffers} | {card.source} |")
-    from flatmin.optim.lookahead import Lookahead
-
-    card = Lookahead.card
-    proximal = "".join(f", `{option}`" for option in using.get("lookahead", []))
-    rows.append(f"| {card.title} | `optimizer.lookahead.enabled=true` over any of them{proximal} | {card.passes} | "
-                f"{card.buffers} | {card.source} |")
-    from flatmin.optim.averaging import WeightAveraging
-
-    card = WeightAveraging.card
-    rows.append(f"| {card.title} | `optimizer.averaging.kind=ema` or `=swa` over any of them (outermost) | "
-                f"{card.passes} | {card.buffers} | {card.source} |")
-    return "\n".join(rows)

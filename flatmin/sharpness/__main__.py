@@ -1,7 +1,7 @@
 """``python -m flatmin.sharpness <run dir or checkpoint>``: measure a trained model after the fact.
 
-The model and the data are rebuilt from the run's own config (``build_model``, ``build_dataset``),
-so this works for every dataset and model flatmin can train. Options default to the run's
+The model and the data are rebuilt from the run's own config by ``flatmin.assembly.assemble``, as
+the run built them, so this works for every dataset and model flatmin can train. Options default to the run's
 ``trainer.sharpness_*`` settings (or the NSO release's defaults for runs made before them) and
 are validated like the config; bad input ends in one sentence and exit status 2.
 """
@@ -16,13 +16,12 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from flatmin.config import validate
-from flatmin.data import build_dataset
+from flatmin.assembly import assemble
 from flatmin.errors import CheckpointError, FlatminError
-from flatmin.models import build_model
-from flatmin.sharpness.measure import SharpnessOptions, measure_run
 from flatmin.rundir import load_checkpoint, write_json
-from flatmin.train.runtime import Runtime
+from flatmin.runtime import Runtime
+from flatmin.sharpness.measure import SharpnessOptions, measure_run
+from flatmin.validation import validate
 
 OPTION_HELP = {
     "samples": "training examples in the fixed subset",
@@ -69,16 +68,16 @@ def measure_checkpoint(path: Path, checkpoint: str = "last", device: str = "auto
         if value is not None:
             OmegaConf.update(cfg, f"trainer.sharpness_{name}", value, force_add=True)
     validate(cfg, prefix="trainer.sharpness_")
-    target = Runtime.local(device).device
-    model = build_model(cfg.model)
+    runtime = Runtime.local(device, precision="fp32")
+    parts = assemble(cfg, runtime)
     try:
-        model.load_state_dict(state["model"])
+        parts.module.load_state_dict(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"Checkpoint {checkpoint_path} does not fit the model of its config "
                               f"({str(error).splitlines()[0]}).") from error
-    result = measure_run(model.to(target), build_dataset(cfg.dataset), cfg, target)
-    return {"checkpoint": str(checkpoint_path), "model": type(model).__name__, "dataset": cfg.dataset.name,
-            "device": str(target), **result}
+    result = measure_run(parts.module, parts.splits, cfg, runtime.device)
+    return {"checkpoint": str(checkpoint_path), "model": type(parts.module).__name__, "dataset": cfg.dataset.name,
+            "device": str(runtime.device), **result}
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.conv import _ConvNd
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from flatmin.data.metrics import Task
+from flatmin.data.task import Task
 from flatmin.data.splits import DataSplits
 from flatmin.errors import ConfigError
 from flatmin.sharpness.hessian import (LossFn, batch_hessian, hutchinson_trace, subset_hessian, to_device,

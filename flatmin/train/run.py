@@ -1,4 +1,4 @@
-"""The run entry behind ``train.py``: config → data → model → optimizer → Trainer → run directory.
+"""The run entry behind ``train.py``: config → checks → parts (``flatmin.assembly``) → Trainer → run directory.
 
 ``run(cfg)`` does one job and returns its summary (tests call it directly); ``main(cfg)`` is what
 ``train.py`` calls under Hydra: it turns a :class:`~flatmin.errors.FlatminError` into one sentence on
@@ -14,40 +14,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from flatmin.config import validate
-from flatmin.data import DataSplits, build_dataset, make_loaders
-from flatmin.data.metrics import Task
-from flatmin.errors import ConfigError, DivergedError, FlatminError
-from flatmin.models import build_model
-from flatmin.optim import build_hyper_schedule, build_optimizer
-from flatmin.sharpness import measure_run, select_parameters
 from flatmin import rundir
+from flatmin.assembly import Parts, assemble
+from flatmin.errors import ConfigError, DivergedError, FlatminError
 from flatmin.rundir import flatten, load_checkpoint
-from flatmin.train.distributed import replica_seed
+from flatmin.runtime import Runtime
+from flatmin.runtime.distributed import replica_seed
+from flatmin.sharpness import measure_run, select_parameters
+from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
-from flatmin.train.runtime import Runtime
-from flatmin.train.preemption import RunInterrupted, StopControl
-from flatmin.train.schedulers import build_scheduler, build_swa_schedule, final_lr_factor
 from flatmin.train.seeding import seed_everything
-from flatmin.train.trainer import Trainer, optimizer_steps_per_epoch
+from flatmin.train.trainer import Trainer
+from flatmin.validation import validate
 
 log = logging.getLogger(__name__)
-
-
-def apply_pass_budget(cfg: DictConfig) -> None:
-    """``trainer.budget_passes``: give each method ``budget_passes / passes per step`` epochs, so
-    methods are compared at equal compute (SGD gets twice SAM's epochs, four times GAM's). The
-    passes per step are the optimizer's mean over a run (built here on a throwaway parameter): a
-    method whose passes vary from step to step counts at its average (LookSAM: 1 + 1/k)."""
-    budget = cfg.trainer.get("budget_passes")
-    if budget is None:
-        return
-    passes = getattr(build_optimizer(cfg.optimizer, nn.Linear(1, 1)), "mean_passes_per_step", 1)
-    cfg.trainer.epochs = max(1, int(budget // passes))
 
 
 def hydra_context() -> dict[str, Any]:
@@ -156,20 +138,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one job as configured and return its summary (also written to ``summary.json``).
 
     Bad input stops the job before any work, with nothing written into a directory that holds a
-    run. A resumed run that had completed returns its summary untouched. Whatever stops the job
-    after that is recorded in ``summary.json`` (``failed``, or ``diverged`` with the epoch and step)
-    before the exception propagates, so a sweep's failures stay visible.
+    run: the config's values, the resume, and whatever assembling the run's parts refuses (the
+    data, the optimizer). A resumed run that had completed returns its summary untouched. Whatever
+    stops the job after that is recorded in ``summary.json`` (``failed``, or ``diverged`` with the
+    epoch and step) before the exception propagates, so a sweep's failures stay visible.
     """
     try:
         validate(cfg)
         if cfg.logger.get("wandb") and (missing := wandb_login_missing(cfg.logger.wandb)):
             raise ConfigError(missing)
-        apply_pass_budget(cfg)
         runtime = Runtime.from_config(cfg.trainer)
         run_dir, checkpoint_path = plan_run(cfg, guard=runtime.replica.is_main)
-        config = OmegaConf.to_container(cfg, resolve=True)
         checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
-        changes = changes_on_resume(checkpoint["config"], config, list(cfg.trainer.resume_accept),
+        seed_everything(replica_seed(cfg.seed, runtime.replica.rank), cfg.trainer.deterministic)
+        parts = assemble(cfg, runtime)
+        if cfg.trainer.sharpness:
+            select_parameters(parts.module, cfg.trainer.sharpness_params)  # an empty selection fails now
+        changes = changes_on_resume(checkpoint["config"], parts.config, list(cfg.trainer.resume_accept),
                                     checkpoint_path) if checkpoint else {}
     except FlatminError as error:
         refuse(cfg, error)
@@ -180,9 +165,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return rundir.read_summary(run_dir)
     with rundir.locked(run_dir) if replica.is_main else contextlib.nullcontext():
         if replica.is_main:
-            rundir.write_text(OmegaConf.to_yaml(config), run_dir / rundir.CONFIG)
+            rundir.write_text(OmegaConf.to_yaml(parts.config), run_dir / rundir.CONFIG)
         try:
-            return _train(cfg, run_dir, checkpoint, changes, config, runtime)
+            return _train(cfg, parts, run_dir, checkpoint, changes, runtime)
         except (DivergedError, SystemExit):       # diverged or interrupted: its summary is written
             raise
         except KeyboardInterrupt:                  # a second Ctrl-C: stopped at once
@@ -201,41 +186,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, changes: dict[str, list[Any]],
-           config: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    replica, device = runtime.replica, runtime.device
-    seed_everything(replica_seed(cfg.seed, replica.rank), cfg.trainer.deterministic)
-    splits = build_dataset(cfg.dataset)
-    if splits.label_noise is not None and replica.is_main:
-        rundir.write_json(asdict(splits.label_noise), run_dir / rundir.LABEL_NOISE)
-    loaders = make_loaders(splits, cfg.dataset, device, cfg.seed, replica.rank, replica.world_size)
-    if len(loaders.train) == 0:
-        shared = f" shared by {replica.world_size} replicas" if replica.distributed else ""
-        raise ConfigError(f"dataset.batch_size ({cfg.dataset.batch_size}) is larger than the training split "
-                          f"({len(splits.train)} examples{shared}), so an epoch has no full batch; lower "
-                          "dataset.batch_size.")
-    module = build_model(cfg.model)
-    if cfg.trainer.sharpness:
-        select_parameters(module, cfg.trainer.sharpness_params)  # an empty selection fails now, not after training
-    steps_per_epoch = optimizer_steps_per_epoch(len(loaders.train), cfg.trainer)
-    optimizer = build_optimizer(cfg.optimizer, module.to(device), train_size=len(splits.train),
-                                steps_per_epoch=steps_per_epoch)
-    model = runtime.prepare_model(module)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch, cfg.trainer.epochs)
-    hyper_schedule = build_hyper_schedule(cfg.optimizer, optimizer, steps_per_epoch * cfg.trainer.epochs,
-                                          final_lr_factor(cfg.scheduler, steps_per_epoch, cfg.trainer.epochs),
-                                          steps_per_epoch)
-    log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, device,
-             runtime.precision, type(module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
+def _train(cfg: DictConfig, parts: Parts, run_dir: Path, checkpoint: dict[str, Any] | None,
+           changes: dict[str, list[Any]], runtime: Runtime) -> dict[str, Any]:
+    replica = runtime.replica
+    if parts.splits.label_noise is not None and replica.is_main:
+        rundir.write_json(asdict(parts.splits.label_noise), run_dir / rundir.LABEL_NOISE)
+    log.info("run dir %s | device %s | precision %s | %s on %s with %s | replica %d of %d", run_dir, runtime.device,
+             runtime.precision, type(parts.module).__name__, cfg.dataset.name, cfg.optimizer.name, replica.rank + 1,
              replica.world_size)
-
-    loggers = open_loggers(cfg, run_dir, config, checkpoint) if replica.is_main else Loggers([])
-    stop = StopControl(cfg.trainer.checkpoint_every_n_steps, cfg.trainer.checkpoint_every_minutes)
-    stop.install()
+    loggers = open_loggers(cfg, run_dir, parts.config, checkpoint) if replica.is_main else Loggers([])
+    triggers = CheckpointTriggers(parts.settings.checkpoint_every_n_steps, parts.settings.checkpoint_every_minutes)
+    triggers.install()
     failed = True
     try:
-        trainer = Trainer(cfg.trainer, model, optimizer, scheduler, hyper_schedule, loaders, runtime, run_dir, loggers,
-                          config, Task.from_config(cfg.dataset), stop, build_swa_schedule(cfg.optimizer))
+        trainer = Trainer(parts, runtime, run_dir, loggers, triggers)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, run_dir / rundir.LAST, changes)
             log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.global_step)
@@ -252,28 +216,28 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint: dict[str, Any] | None, ch
                 print(f"flatmin: interrupted: {message}", file=sys.stderr)
             loggers.close(failed=True)
             loggers = Loggers([])
-            stop.hand_over()
+            triggers.hand_over()
         if cfg.trainer.sharpness and replica.is_main:
             with trainer.evaluation_weights():        # the model that is evaluated (Lookahead's slow weights, …)
-                summary["sharpness"] = measure_final_model(cfg, module, splits, device)
-        summary["choices"] = hydra_context()["choices"]
+                summary[rundir.SHARPNESS] = measure_final_model(cfg, parts, runtime)
+        summary[rundir.CHOICES] = hydra_context()["choices"]
         if replica.is_main:
             rundir.write_json(summary, run_dir / rundir.SUMMARY)
         loggers.summary(summary)
         failed = False
     finally:
-        stop.restore()
+        triggers.restore()
         loggers.close(failed)
     return summary
 
 
-def measure_final_model(cfg: DictConfig, model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, Any]:
+def measure_final_model(cfg: DictConfig, parts: Parts, runtime: Runtime) -> dict[str, Any]:
     """``trainer.sharpness``: the trained model's Hessian trace and top eigenvalues on the training
     split, with the task's unsmoothed loss. A failure (say, out of memory in the double backward) is
     logged and recorded instead of raised, so the run keeps its summary; ``python -m
     flatmin.sharpness`` can measure the checkpoint later."""
     try:
-        return measure_run(model, splits, cfg, device)
+        return measure_run(parts.module, parts.splits, cfg, runtime.device)
     except Exception as error:
         log.exception("the sharpness measurement failed; the run's other results are kept")
         return {"error": f"{type(error).__name__}: {error}"}

@@ -10,7 +10,7 @@ script does: only for reproducing such numbers). Resuming from ``last.pt`` resto
 generator, so on the CPU a resumed run continues bit for bit.
 
 A batch is ``(inputs, targets)``; ``inputs`` is a tensor or a dict of tensors (a tokenised text
-batch). The :class:`~flatmin.data.metrics.Task` says which loss to train with and which metrics
+batch). The :class:`~flatmin.data.task.Task` says which loss to train with and which metrics
 to report (accuracy; GLUE's F1, MCC, Pearson/Spearman).
 """
 
@@ -27,41 +27,23 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
-from omegaconf import DictConfig
-from torch import Tensor, nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch import Tensor
 from torch.optim.swa_utils import SWALR, update_bn
 from tqdm import tqdm
 
-from flatmin.data import Loaders
-from flatmin.data.metrics import CLASSIFICATION, Task
 from flatmin import rundir
+from flatmin.assembly import Parts
 from flatmin.errors import CheckpointError, DivergedError
-from flatmin.optim import HyperparameterSchedule
 from flatmin.optim.averaging import WeightAveraging
 from flatmin.optim.multipass import evaluation_weights, load_replica_state_dict, replica_state_dict
 from flatmin.rundir import load_checkpoint, save_checkpoint
-from flatmin.train.distributed import barrier, gather_objects, unwrap
+from flatmin.runtime import Runtime
+from flatmin.runtime.distributed import barrier, gather_objects
+from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted
 from flatmin.train.loggers import Loggers
-from flatmin.train.preemption import RunInterrupted, StopControl
-from flatmin.train.runtime import Runtime
-from flatmin.train.schedulers import SwaSchedule
 from flatmin.train.seeding import rng_state, set_rng_state
-from flatmin.train.step import Stepper
 
 log = logging.getLogger(__name__)
-
-
-def micro_batches_per_epoch(train_batches: int, cfg: DictConfig) -> int:
-    """Training micro-batches per epoch after ``trainer.limit_train_batches``."""
-    return min(train_batches, cfg.limit_train_batches or train_batches)
-
-
-def optimizer_steps_per_epoch(train_batches: int, cfg: DictConfig) -> int:
-    """Optimizer steps per epoch: one per ``accumulate_grad_batches`` micro-batches (the last
-    group of an epoch may be shorter)."""
-    return math.ceil(micro_batches_per_epoch(train_batches, cfg) / cfg.accumulate_grad_batches)
 
 
 @dataclass
@@ -100,42 +82,39 @@ class EpochProgress:
 
 
 class Trainer:
-    """Trains ``model`` with ``optimizer`` as configured by the ``trainer`` config group.
+    """Trains a run's :class:`~flatmin.assembly.Parts` as its typed settings (``parts.settings``) say.
 
-    After every optimizer step the LR ``scheduler`` steps, then ``hyper_schedule`` (the method's
-    scheduled hyperparameters, e.g. NSO's sigma, which may follow the new learning rate). With
-    ``swa_schedule`` (SWA's ``swa_lr``) the LR scheduler gives way, after the averaging's start, to
-    ``SWALR``, stepped once per epoch.
+    After every optimizer step the LR schedule steps, then the hyperparameter schedule (the method's
+    scheduled hyperparameters, e.g. NSO's sigma, which may follow the new learning rate). With an SWA
+    schedule (SWA's ``swa_lr``) the LR schedule gives way, after the averaging's start, to
+    ``SWALR``, stepped once per epoch. ``triggers`` decide mid-epoch checkpoints and stops (signals).
 
     Everything evaluated (validation, the extra splits, the per-epoch and final tests) and ``best.pt``
     are the optimizer's evaluation weights (:meth:`evaluation_weights`: Lookahead's slow weights, a
     weight average); ``last.pt`` holds the training weights, from which a resume continues.
     """
 
-    def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                 hyper_schedule: HyperparameterSchedule, loaders: Loaders, runtime: Runtime, run_dir: Path,
-                 loggers: Loggers, config: dict[str, Any], task: Task = CLASSIFICATION,
-                 stop: StopControl | None = None, swa_schedule: SwaSchedule | None = None) -> None:
-        self.cfg = cfg
-        self.model = model                  # what runs forward (maybe compiled and/or DDP-wrapped)
-        self.module = unwrap(model)         # the user's module, for weights and checkpoints
+    def __init__(self, parts: Parts, runtime: Runtime, run_dir: Path, loggers: Loggers,
+                 triggers: CheckpointTriggers | None = None) -> None:
+        settings = parts.settings
+        self.settings = settings
+        self.stepper = parts.stepper
+        self.model = parts.model            # what runs forward (maybe compiled and/or DDP-wrapped)
+        self.module = parts.module          # the user's module, for weights and checkpoints
+        self.optimizer = parts.optimizer
+        self.scheduler = parts.lr_schedule
+        self.hyper_schedule = parts.hyper_schedule
+        self.swa_schedule = parts.swa_schedule
+        self.swalr: SWALR | None = None     # built at the switch (an LR scheduler sets the LR when built)
+        self.loaders = parts.loaders
+        self.task = parts.task
+        self.config = parts.config
         self.runtime = runtime
         self.replica = runtime.replica
         self.device = runtime.device
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.hyper_schedule = hyper_schedule
-        self.swa_schedule = swa_schedule
-        self.swalr: SWALR | None = None     # built at the switch (an LR scheduler sets the LR when built)
-        self.loaders = loaders
         self.run_dir = run_dir
         self.loggers = loggers
-        self.config = config
-        self.task = task
-        self.stepper = Stepper(model, optimizer, task.loss_fn(cfg.label_smoothing, cfg.label_smoothing_form),
-                               runtime.autocast, runtime.loss_scaler(), cfg.accumulate_grad_batches,
-                               cfg.grad_clip_norm)
-        self.micro_batches = micro_batches_per_epoch(len(loaders.train), cfg)
+        self.micro_batches = settings.micro_batches_per_epoch(len(self.loaders.train))
         self.epoch = 0
         self.global_step = 0
         self.samples_seen = 0
@@ -144,14 +123,14 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.best: dict[str, Any] | None = None
         self.best_test: dict[str, Any] | None = None   # trainer.test_every_epoch: the best epoch on test
-        self.monitor_mode = monitor_mode(cfg.monitor, cfg.monitor_mode)
         self.first_epoch_loss: float | None = None      # for trainer.divergence_threshold
         self.progress: EpochProgress | None = None      # a mid-epoch checkpoint's, until its epoch resumes
         self.resumes: list[dict[str, Any]] = []         # where the run was resumed, and what changed then
-        self.stop = stop or StopControl(cfg.checkpoint_every_n_steps, cfg.checkpoint_every_minutes)
+        self.triggers = triggers or CheckpointTriggers(settings.checkpoint_every_n_steps,
+                                                       settings.checkpoint_every_minutes)
         self._started, self._elapsed_before = time.perf_counter(), 0.0
-        self.test_every_epoch = cfg.test_every_epoch and loaders.test is not None  # where there is a test split
-        if cfg.test_every_epoch and not self.test_every_epoch:
+        self.test_every_epoch = settings.test_every_epoch and self.loaders.test is not None  # a test split's
+        if settings.test_every_epoch and not self.test_every_epoch:
             log.warning("trainer.test_every_epoch is set but the dataset has no labelled test split: skipped")
 
     # -- the loop ----------------------------------------------------------------------------
@@ -160,7 +139,7 @@ class Trainer:
         self._started = time.perf_counter()
         self._elapsed_before = self.elapsed_s
         self._switch_to_swalr_if_due()
-        for epoch in range(self.epoch, self.cfg.epochs):
+        for epoch in range(self.epoch, self.settings.epochs):
             train = self.train_epoch(epoch)
             if self.swalr is not None:
                 self.swalr.step()                # SWALR moves once per epoch (torch's SWA example)
@@ -173,17 +152,18 @@ class Trainer:
                 record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val, **test}
                 self.last_record = record
                 self.loggers.log(record)
-                log.info("epoch %d/%d %s", self.epoch, self.cfg.epochs, _format(record))
-                if test and self._improved(test, self.best_test, monitored_on_test(self.cfg.monitor)):
+                log.info("epoch %d/%d %s", self.epoch, self.settings.epochs, _format(record))
+                if test and self._improved(test, self.best_test, monitored_on_test(self.settings.monitor)):
                     self.best_test = {"epoch": self.epoch, **test}
-                if self._improved(record, self.best, self.cfg.monitor):
+                if self._improved(record, self.best, self.settings.monitor):
                     self.best = record
                     if self.replica.is_main:
                         save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
                                         self.run_dir / rundir.BEST)
             self._save_last()                     # the training weights: a resume continues from them
-            if self.stop.decide(self.global_step, self.replica, self.device)[0] and self.epoch < self.cfg.epochs:
-                raise RunInterrupted(self.stop.signal_name, self.epoch, self.global_step)
+            stop = self.triggers.decide(self.global_step, self.replica, self.device)[0]
+            if stop and self.epoch < self.settings.epochs:
+                raise RunInterrupted(self.triggers.signal_name, self.epoch, self.global_step)
         barrier(self.replica)               # best.pt is written before any replica reads it
         summary = self._summarise(self._test())
         summary["wall_time_s"] = self._elapsed_before + time.perf_counter() - self._started
@@ -195,6 +175,7 @@ class Trainer:
 
         After every optimizer step but the epoch's last, a stop request (a signal) or a due periodic
         checkpoint writes a mid-epoch checkpoint; a stop then raises :class:`RunInterrupted`."""
+        settings = self.settings
         self.model.train()
         progress = self.progress or EpochProgress.fresh(self.device)      # resumed mid-epoch, or a new epoch
         self.progress = None
@@ -204,9 +185,9 @@ class Trainer:
             iterator = iter(self.loaders.train)      # which a resumed epoch would draw at another point
         batches = islice(iterator, self.micro_batches - progress.batches)
         bar = tqdm(batches, total=self.micro_batches, initial=progress.batches,
-                   desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=None if self.cfg.progress_bar else True,
+                   desc=f"epoch {epoch + 1}/{settings.epochs}", disable=None if settings.progress_bar else True,
                    leave=False, dynamic_ncols=True)
-        accumulate, log_every = self.cfg.accumulate_grad_batches, self.cfg.log_every_n_steps  # read once, not per step
+        accumulate, log_every = settings.accumulate_grad_batches, settings.log_every_n_steps
         for index, (inputs, targets) in enumerate(bar, start=progress.batches):
             inputs, targets = self.runtime.to_device(inputs), targets.to(self.device, non_blocking=True)
             group_start = index - index % accumulate
@@ -236,13 +217,13 @@ class Trainer:
                 progress.close_window()
                 window_start = now
             if index + 1 < self.micro_batches:
-                stop, checkpoint = self.stop.decide(self.global_step, self.replica, self.device)
+                stop, checkpoint = self.triggers.decide(self.global_step, self.replica, self.device)
                 if checkpoint:
                     progress.batches, progress.time_s = index + 1, progress.time_s + time.perf_counter() - epoch_start
                     epoch_start = time.perf_counter()
                     self._save_last(progress)
                 if stop:
-                    raise RunInterrupted(self.stop.signal_name, epoch + 1, self.global_step)
+                    raise RunInterrupted(self.triggers.signal_name, epoch + 1, self.global_step)
         progress.close_window()
         total_count = progress.total_count
         self.samples_seen += total_count
@@ -264,7 +245,7 @@ class Trainer:
             state["progress"] = progress.state_dict()
         if self.replica.is_main:
             save_checkpoint(state, self.run_dir / rundir.LAST)
-        self.stop.checkpointed()
+        self.triggers.checkpointed()
 
     @contextlib.contextmanager
     def evaluation_weights(self, epoch: int | None = None) -> Iterator[None]:
@@ -286,7 +267,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             inputs = (self.runtime.to_device(batch_inputs)
                       for batch_inputs, _ in islice(self.loaders.train, self.micro_batches))
-            with self.runtime.autocast():
+            with self.runtime.precision.autocast():
                 update_bn(inputs, self.module)
 
     def _switch_to_swalr_if_due(self) -> None:
@@ -308,9 +289,9 @@ class Trainer:
         self.model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         predictions, targets = [], []
-        for inputs, batch_targets in islice(loader, self.cfg.limit_eval_batches):
+        for inputs, batch_targets in islice(loader, self.settings.limit_eval_batches):
             batch_targets = batch_targets.to(self.device, non_blocking=True)
-            with self.runtime.autocast():
+            with self.runtime.precision.autocast():
                 outputs = self.model(self.runtime.to_device(inputs))
             loss_sum += self.task.summed_loss(outputs, batch_targets).double()
             predictions.append(self.task.predict(outputs))
@@ -325,7 +306,7 @@ class Trainer:
     def _check_divergence(self, loss: float, epoch: int) -> None:
         """Stop the run when the training loss (a log window's or the epoch's mean) is not finite, or
         exceeds ``trainer.divergence_threshold`` times the first epoch's."""
-        threshold, first = self.cfg.divergence_threshold, self.first_epoch_loss
+        threshold, first = self.settings.divergence_threshold, self.first_epoch_loss
         if math.isfinite(loss) and not (threshold and first and loss > threshold * first):
             return
         reason = "is not finite" if not math.isfinite(loss) else \
@@ -338,7 +319,7 @@ class Trainer:
         and what it had logged (no test: the run has no final model)."""
         return {rundir.STATUS: status, rundir.ERROR: error, "epochs": self.epoch, "global_steps": self.global_step,
                 rundir.FINAL: self.last_record, rundir.BEST_VAL: self.best, rundir.RESUMES: self.resumes,
-                "device": str(self.device), "precision": self.runtime.precision}
+                "device": str(self.device), "precision": self.runtime.precision.name}
 
 
     def _train_metrics(self, loss_sum: float, correct: float, count: int) -> dict[str, float]:
@@ -354,7 +335,7 @@ class Trainer:
         NaN: a correlation of constant predictions)."""
         if key not in record or best is None or math.isnan(best[key]):
             return True
-        if self.monitor_mode == "max":
+        if self.settings.monitor_mode == "max":
             return record[key] > best[key]
         return record[key] < best[key]
 
@@ -407,7 +388,7 @@ class Trainer:
             "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
             "peak_memory_mb": memory,
             "device": str(self.device),
-            "precision": self.runtime.precision,
+            "precision": self.runtime.precision.name,
         }
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -468,13 +449,6 @@ class Trainer:
         self.samples_seen, self.train_time_s = trainer["samples_seen"], trainer["train_time_s"]
         self.elapsed_s = trainer["elapsed_s"]
         set_rng_state(state["rng"][self.replica.rank % len(state["rng"])])
-
-
-def monitor_mode(monitor: str, mode: str) -> str:
-    """``trainer.monitor_mode``; ``auto`` is ``min`` for a loss, ``max`` for any other metric."""
-    if mode != "auto":
-        return mode
-    return "min" if monitor.rsplit("/", 1)[-1] == "loss" else "max"
 
 
 def monitored_on_test(monitor: str) -> str:

@@ -10,7 +10,8 @@ from scipy.stats import binomtest, chisquare, chi2_contingency
 from torchvision import transforms
 
 from flatmin.data import build_dataset, make_loaders
-from flatmin.data.device_loader import Augmentation, DeviceLoader, cutout, random_crop, random_flip
+from flatmin.data.device_loader import DeviceLoader, cutout, random_crop, random_flip
+from flatmin.data.splits import Augmentation
 from flatmin.errors import ConfigError
 from flatmin.train import run
 from tests.conftest import make_config

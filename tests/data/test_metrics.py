@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from flatmin.data.metrics import METRICS, Task, smoothed_cross_entropy
+from flatmin.data.metrics import METRICS
+from flatmin.data.task import Task, smoothed_cross_entropy
 
 
 def test_metrics_match_their_definitions():

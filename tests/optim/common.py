@@ -11,9 +11,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from flatmin.optim import (BSAM, ESAM, GAM, GNP, GSAM, MSAM, NSO, RWP, SAM, TRACER, WSAM, FisherMaskSAM,
-                           FriendlySAM, LookSAM, Lookahead, VaSSO)
-from flatmin.train.precision import LossScaler
-from flatmin.train.step import Stepper
+                           FriendlySAM, LookSAM, Lookahead, VaSSO, WeightAveraging)
+from flatmin.runtime.precision import LossScaler
+from flatmin.step import Stepper
+from flatmin.runtime import Runtime
 
 SGD_KWARGS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 CPU = torch.device("cpu")
@@ -120,10 +121,15 @@ def overflow_on_pass(number: int):
 
 
 def stepper_for(model: nn.Module, optimizer: torch.optim.Optimizer, accumulate: int = 1,
-                scaler: LossScaler | None = None, loss_fn=nn.functional.cross_entropy, autocast=None) -> Stepper:
-    """The trainer's own step driver, on the CPU, without autocast unless given."""
-    return Stepper(model, optimizer, loss_fn, autocast or torch.autograd.grad_mode.enable_grad,
-                   scaler or LossScaler(CPU, enabled=False), accumulate)
+                scaler: LossScaler | None = None, loss_fn=nn.functional.cross_entropy, precision: str = "fp32",
+                grad_clip_norm: float | None = None) -> Stepper:
+    """The trainer's own step driver, on the CPU, in ``precision`` (fp32: no autocast). ``scaler``
+    replaces its loss scaler: an enabled one checks every pass for overflow without fp16's autocast,
+    so that the skip rules are tested on float64 models."""
+    stepper = Stepper(model, optimizer, Runtime.local("cpu", precision), loss_fn, accumulate, grad_clip_norm)
+    if scaler is not None:
+        stepper.scaler = scaler
+    return stepper
 
 
 # -- transcriptions -------------------------------------------------------------------------------
@@ -207,4 +213,6 @@ METHOD_FACTORIES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = 
     "fisher_mask_sam_every_step": (lambda params: FisherMaskSAM(params, torch.optim.SGD, rho=0.1, sparsity=0.7,
                                                                 mask_every=1, num_samples=3, **SGD_KWARGS), 5),
     "bsam_split2": (lambda params: BSAM(params, lr=0.1, rho=0.05, num_data=1000, batch_split=2), 4),
+    "ema_sam": (lambda params: WeightAveraging(SAM(params, torch.optim.SGD, rho=0.05, **SGD_KWARGS), decay=0.9), 2),
+    "swa_sgd": (lambda params: WeightAveraging(torch.optim.SGD(params, **SGD_KWARGS), kind="swa", start=1), 1),
 }

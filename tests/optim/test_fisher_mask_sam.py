@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from flatmin.optim import SAM, FisherMaskSAM, VaSSO, param_groups
-from flatmin.train.precision import LossScaler
+from flatmin.runtime.precision import LossScaler
 from tests.optim.common import (CPU, MODELS, SGD_KWARGS, assert_params_equal, batches, closure_for, convnet, grad,
                                 image_batches, loss_and_grad, mlp, norm, overflow_on_pass, parameters, sgd_step,
                                 stepper_for)

@@ -10,13 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from flatmin.config import validate
+from flatmin.validation import validate
 from flatmin.errors import ConfigError
 from flatmin.optim import SAM, Lookahead, build_optimizer, method_label
-from flatmin.train.precision import LossScaler
-from flatmin.train.step import Stepper
 from tests.conftest import make_config
-from tests.optim.common import (CPU, MODELS, SGD_KWARGS, batches, closure_for, combine, grad, mlp, parameters,
+from tests.optim.common import (MODELS, SGD_KWARGS, batches, closure_for, combine, grad, mlp, parameters,
                                 stepper_for)
 
 
@@ -90,8 +88,7 @@ def test_the_proximal_term_comes_after_the_trainers_gate():
     gamma, tau, lam, clip = 0.2, 3, 0.5, 0.05
     model, reference = mlp(), mlp()
     optimizer = Lookahead(torch.optim.SGD(model.parameters(), lr=gamma), k=tau, alpha=lam, prox="auto")
-    runner = Stepper(model, optimizer, nn.functional.cross_entropy, torch.autograd.grad_mode.enable_grad,
-                     LossScaler(CPU, enabled=False), grad_clip_norm=clip)
+    runner = stepper_for(model, optimizer, grad_clip_norm=clip)
     z = w = parameters(reference)
     worst: list = []
     for step, (x, y) in enumerate(batches(6)):

@@ -10,11 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from flatmin.config import validate
+from flatmin.validation import validate
 from flatmin.errors import ConfigError
 from flatmin.optim import METHODS, SAM, build_optimizer, method_label, method_table
-from flatmin.optim.build import common_keys
-from flatmin.optim.registry import options
+from flatmin.optim.registry import COMMON_BLOCK, options
+from flatmin.optim.settings import SHARED, SHARED_KEYS, flat_keys
 from tests.conftest import ROOT, make_config, run_cli
 from tests.optim.common import batches, closure_for, mlp
 
@@ -33,8 +33,16 @@ def test_each_option_lists_its_methods_hyperparameters_and_is_reported_under_its
     assert method is None or method in METHODS
     declared = set(METHODS[method].hyperparameters) if method else set()
     assert declared <= set(settings), f"{option} does not list {declared - set(settings)}"
-    assert set(settings) <= declared | common_keys()
+    assert set(settings) <= declared | SHARED_KEYS
     assert settings["name"] == option and method_label(settings) == option
+
+
+def test_the_shared_block_holds_the_declared_settings_and_their_checks_accept_its_values():
+    block = OmegaConf.to_container(OmegaConf.load(COMMON_BLOCK))
+    assert set(flat_keys(block)) == set(SHARED) - {"name"}       # each option names itself
+    for key in flat_keys(block):
+        value = OmegaConf.select(OmegaConf.create(block), key)
+        assert SHARED[key].check(value), key
 
 
 def test_the_constructor_signature_and_checks_come_from_the_declarations():
@@ -65,9 +73,10 @@ def test_a_run_is_labelled_by_the_option_its_settings_amount_to(tmp_path: Path):
                                                  "timm.optim creates ("),
     (["optimizer=gam", "optimizer.variant=arxiv"], "optimizer.variant must be one of released, paper (got 'arxiv')."),
     (["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0"],
-     "optimizer 'sgd' (no method over sgd) refuses these settings: Nesterov momentum requires a momentum"),
+     "optimizer 'sgd' (no method over sgd) refuses these settings: Nesterov momentum requires a momentum > 0 "
+     "(optimizer.momentum is 0)."),
     (["optimizer=adam", "optimizer.betas=[0.9,1.5]"],
-     "optimizer 'adam' (no method over adam) refuses these settings: Invalid beta parameter at index 1"),
+     "optimizer.betas must be two numbers in [0, 1) (got [0.9, 1.5])."),
 ])
 def test_a_setting_the_method_does_not_declare_or_refuses_is_one_sentence(tmp_path: Path, overrides, message):
     with pytest.raises(ConfigError) as caught:

@@ -1,4 +1,4 @@
-"""GSAM's rho schedule in the shared mechanism (docs/optimizers.md, "Schedules"; flatmin/optim/schedules.py):
+"""GSAM's rho schedule in the shared mechanism (docs/optimizers.md, "Schedules"; flatmin/optim/hyper_schedule.py):
 ``schedules.rho: proportional_to_lr`` with ``optimizer.rho_min`` writes
 ``rho_t = rho_min + (rho − rho_min)·(lr_t − lr_min)/(lr_max − lr_min)`` every step, as the PyTorch
 release's ProportionScheduler (juntang-zhuang/GSAM@a770275 gsam/scheduler.py) and big_vision's
@@ -10,12 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from flatmin.config import validate
+from flatmin.validation import validate
 from flatmin.errors import ConfigError
 from flatmin.optim import GSAM, SAM, HyperparameterSchedule, build_hyper_schedule
 from flatmin.optim import build as build_module
 from flatmin.train import run
-from flatmin.train.schedulers import final_lr_factor, lr_factor
+from flatmin.optim.lr_schedule import final_lr_factor, lr_factor
 from tests.conftest import make_config
 from tests.optim.common import mlp
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flatmin.optim import SAM, VaSSO
-from flatmin.train.precision import LossScaler
+from flatmin.runtime.precision import LossScaler
 from tests.optim.common import (CPU, MODELS, SGD_KWARGS, assert_params_equal, batches, closure_for, combine,
                                 grad, mlp, norm, parameters, sgd_step, stepper_for)
 from tests.optim.test_contract import overflow_on_pass

@@ -5,7 +5,6 @@ pytorch_optimizer's WSAM (which clips only g_s)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from torch import nn
 
 from flatmin.optim import SAM, WSAM, MultiPassOptimizer, param_groups
 from tests.optim.common import (MODELS, SGD_KWARGS, assert_params_equal, batches, closure_for, combine, convnet, grad,
-                                image_batches, loss_and_grad, mlp, norm, parameters, train)
+                                image_batches, loss_and_grad, mlp, norm, parameters, train, stepper_for)
 
 #: The release's sam_eps, and torch's clip_grad_norm_ epsilon.
 SAM_EPS, CLIP_EPS = 1e-12, 1e-6
@@ -238,15 +237,12 @@ def free_port() -> int:
 
 
 def ddp_worker(rank: int, world_size: int, port: int, out: Path) -> None:
-    from flatmin.train.precision import LossScaler
-    from flatmin.train.step import Stepper
 
     torch.set_default_dtype(torch.float64)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     module = mlp()
     optimizer = WSAM(module.parameters(), torch.optim.SGD, rho=0.1, gamma=0.8, **SGD_KWARGS)
-    runner = Stepper(nn.parallel.DistributedDataParallel(module), optimizer, nn.functional.cross_entropy,
-                     contextlib.nullcontext, LossScaler(torch.device("cpu"), enabled=False))
+    runner = stepper_for(nn.parallel.DistributedDataParallel(module), optimizer)
     for x, y in batches(3):
         runner.step(x[rank::2], y[rank::2])
     torch.save([p.detach() for p in module.parameters()], out / f"rank{rank}.pt")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch._dynamo.utils import counters
 
 from flatmin.models import SmallCNN
 from flatmin.optim import SAM
 from flatmin.train import run
 from flatmin.rundir import load_checkpoint
-from flatmin.train.precision import LossScaler
-from flatmin.train.step import Stepper
+from tests.optim.common import stepper_for
 
 
 def test_sam_steps_reuse_the_compiled_graph_without_recompiling():
@@ -24,8 +21,7 @@ def test_sam_steps_reuse_the_compiled_graph_without_recompiling():
     module = SmallCNN(num_classes=10, in_channels=1)
     model = torch.compile(module, backend="aot_eager")
     optimizer = SAM(module.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
-    runner = Stepper(model, optimizer, nn.functional.cross_entropy, contextlib.nullcontext,
-                     LossScaler(torch.device("cpu"), enabled=False))
+    runner = stepper_for(model, optimizer)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     runner.step(x, y)
     graphs_after_first_step = counters["stats"]["unique_graphs"]

@@ -3,7 +3,6 @@ and only rank 0 writes files."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -20,9 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from flatmin.data import DataSplits, build_loaders
 from flatmin.optim import BSAM, ESAM, RWP, SAM, FisherMaskSAM
-from flatmin.train.precision import LossScaler
-from flatmin.train.step import Stepper
+from flatmin.step import Stepper
 from tests.conftest import ROOT
+from tests.optim.common import stepper_for
 
 CPU = torch.device("cpu")
 
@@ -39,8 +38,7 @@ def dataset() -> torch.utils.data.TensorDataset:
 
 
 def stepper(model: nn.Module, optimizer, accumulate: int = 1) -> Stepper:
-    return Stepper(model, optimizer, nn.functional.cross_entropy, contextlib.nullcontext,
-                   LossScaler(CPU, enabled=False), accumulate)
+    return stepper_for(model, optimizer, accumulate)
 
 
 def free_port() -> int:

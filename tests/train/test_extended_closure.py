@@ -3,15 +3,15 @@ closure"): rows by index, forward-only and per-example losses, under the step's 
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
 from torch import nn
 
 from flatmin.optim import MultiPassOptimizer
-from flatmin.train.precision import LossScaler
-from flatmin.train.step import Stepper
+from flatmin.runtime.precision import LossScaler
+from flatmin.step import Stepper
+from tests.optim.common import stepper_for
 
 CPU = torch.device("cpu")
 
@@ -44,8 +44,7 @@ def batch(n: int = 8, seed: int = 1):
 
 
 def stepper(model, optimizer, scaler=None) -> Stepper:
-    return Stepper(model, optimizer, nn.functional.cross_entropy, contextlib.nullcontext,
-                   scaler or LossScaler(CPU, enabled=False))
+    return stepper_for(model, optimizer, scaler=scaler)
 
 
 def grads_of_rows(model: nn.Module, x, y, rows) -> list[torch.Tensor]:
@@ -168,7 +167,7 @@ def test_an_fp16_overflow_in_a_forward_only_call_skips_the_base_step_too():
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = Scripted(model.parameters(), [{}, {"backward": False}, {}])
     scaler = LossScaler(CPU, enabled=True)
-    Stepper(model, optimizer, overflow_in_the_forward_only_call, contextlib.nullcontext, scaler).step(x, y)
+    stepper_for(model, optimizer, scaler=scaler, loss_fn=overflow_in_the_forward_only_call).step(x, y)
     assert calls == ["mean", "none", "mean"]
     assert scaler.scale.item() == 2.0 ** 15
     for p, q in zip(model.parameters(), before):

@@ -16,7 +16,7 @@ from flatmin.models import build_model
 from flatmin.optim import build_optimizer
 from flatmin.optim.registry import options
 from flatmin.train import Trainer, run
-from flatmin.train.step import Stepper
+from flatmin.step import Stepper
 from flatmin.rundir import load_checkpoint
 from tests.conftest import finish_cli, run_cli, start_cli
 

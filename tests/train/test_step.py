@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
 from torch import nn
 
 from flatmin.optim import SAM, global_norm
-from flatmin.train.precision import LossScaler
-from flatmin.train.step import Stepper
+from flatmin.runtime.precision import LossScaler
+from tests.optim.common import stepper_for
 
 CPU = torch.device("cpu")
 
@@ -26,8 +25,7 @@ def batch(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def stepper(model, optimizer, accumulate=1, clip=None, scaler=None, loss_fn=nn.functional.cross_entropy):
-    return Stepper(model, optimizer, loss_fn, contextlib.nullcontext, scaler or LossScaler(CPU, enabled=False),
-                   accumulate, clip)
+    return stepper_for(model, optimizer, accumulate, scaler, loss_fn, grad_clip_norm=clip)
 
 
 def test_accumulating_two_micro_batches_equals_one_batch_for_sgd():

@@ -1,5 +1,7 @@
-"""Stopping a run cleanly when asked to: SIGTERM (SLURM, ``kill``), SIGINT (Ctrl-C), SIGUSR1 and
-SIGUSR2 (submitit's preemption signal).
+"""What makes a run write ``last.pt`` mid-epoch: a periodic checkpoint falling due
+(``trainer.checkpoint_every_n_steps``, ``trainer.checkpoint_every_minutes``), or a request to stop:
+SIGTERM (SLURM, ``kill``), SIGINT (Ctrl-C), SIGUSR1 and SIGUSR2 (submitit's preemption signal),
+after which the run stops.
 
 The first such signal only records the request; the trainer finishes the optimizer step it is in,
 writes a checkpoint (mid-epoch when need be) and ``summary.json`` with status ``interrupted``,
@@ -22,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from flatmin import rundir
-from flatmin.train.distributed import Replica
+from flatmin.runtime.distributed import Replica
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,9 @@ class RunInterrupted(BaseException):
         self.signal_name = signal_name
 
 
-class StopControl:
-    """Stop requests from signals, and the periodic mid-epoch checkpoints
-    (``trainer.checkpoint_every_n_steps`` / ``checkpoint_every_minutes``), decided once per step."""
+class CheckpointTriggers:
+    """The periodic mid-epoch checkpoints (every ``every_steps`` optimizer steps and/or
+    ``every_minutes``) and the stop requests from signals, decided together once per step."""
 
     def __init__(self, every_steps: int | None = None, every_minutes: float | None = None) -> None:
         self.every_steps = every_steps

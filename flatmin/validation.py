@@ -1,9 +1,9 @@
-"""Validation of a composed configuration, before any work starts.
+"""Validation of a composed configuration, before any work starts; it builds nothing.
 
 Hydra already rejects unknown group options (listing the valid ones) and unknown keys. What it
 cannot know is which *values* make sense; :func:`validate` checks them against the table
-``RULES`` and the ``optimizer`` section against the declarations of its method
-(:func:`flatmin.optim.build.check_optimizer_config`), and raises
+``RULES`` and the ``optimizer`` section against the declarations of the shared settings and of its
+method (:func:`flatmin.optim.settings.check_optimizer_config`), and raises
 :class:`~flatmin.errors.ConfigError` with one sentence naming the key. A rule whose key is absent
 from the config (``dataset.augment.cutout`` under ``dataset=digits``) is skipped, so one table
 serves every combination of config groups.
@@ -12,47 +12,31 @@ serves every combination of config groups.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch import nn
 
 from flatmin.checks import (BOOLEAN, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
                             UNIT_INTERVAL, Check, is_number, one_of, optional)
 from flatmin.data import evaluation_prefixes
-from flatmin.data.metrics import METRICS, SMOOTHING_FORMS
+from flatmin.data.metrics import METRICS
+from flatmin.data.task import SMOOTHING_FORMS
 from flatmin.errors import ConfigError
-from flatmin.optim.build import build_optimizer
-from flatmin.optim.lookahead import PROX
-from flatmin.optim.schedules import KINDS
+from flatmin.optim.settings import check_optimizer_config
+from flatmin.runtime.device import DEVICES
+from flatmin.runtime.precision import PRECISIONS
 
 _MISSING = object()
 
 
-def pick(key: str, table: dict[str, Any], default: Any = None) -> Any:
-    """``${pick:${dataset.name},{flowers102: 16},32}``: the value of ``key`` in ``table``, else ``default``.
-
-    For protocols whose settings depend on another choice (NSO's batch 16 on Flowers, GAM's released
-    hyperparameters per dataset), written where the protocol is, in its experiment's config."""
-    return table.get(key, default)
-
-
-if not OmegaConf.has_resolver("pick"):
-    OmegaConf.register_new_resolver("pick", pick)
-
-
-SCHEDULE_KINDS = Check(lambda value: isinstance(value, Mapping) and all(isinstance(kind, str) and kind in KINDS
-                                                                        for kind in value.values()),
-                       f"a mapping from hyperparameters to {', '.join(KINDS)}")
 METRIC_LIST = Check(lambda value: (isinstance(value, (list, tuple, ListConfig)) and len(value) > 0
                                    and all(item in METRICS for item in value)),
                     f"a non-empty list of {', '.join(METRICS)}")
-DEVICE = Check(lambda value: isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")),
-               "auto, cpu, cuda or cuda:N")
+DEVICE = Check(lambda value: isinstance(value, str) and (value in DEVICES or value.startswith("cuda:")),
+               f"{', '.join(DEVICES)} or cuda:N")
 
 
 def _is_regex(value: Any) -> bool:
@@ -80,24 +64,6 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", NON_NEGATIVE_INT),
-    Rule("optimizer.lr", POSITIVE),
-    Rule("optimizer.weight_decay", NON_NEGATIVE),
-    Rule("optimizer.momentum", FRACTION),
-    Rule("optimizer.perturb", one_of("all", "norm", "no_norm")),
-    Rule("optimizer.schedules", SCHEDULE_KINDS),
-    Rule("optimizer.schedule_interval", one_of("step", "epoch")),
-    Rule("optimizer.lookahead.enabled", BOOLEAN),
-    Rule("optimizer.lookahead.k", POSITIVE_INT),
-    Rule("optimizer.lookahead.alpha", UNIT_INTERVAL),
-    Rule("optimizer.lookahead.prox", PROX),
-    Rule("optimizer.averaging.kind", one_of("none", "ema", "swa")),
-    Rule("optimizer.averaging.decay", UNIT_INTERVAL),
-    Rule("optimizer.averaging.start", NON_NEGATIVE_INT),
-    Rule("optimizer.averaging.every", POSITIVE_INT),
-    Rule("optimizer.averaging.interval", one_of("step", "epoch")),
-    Rule("optimizer.averaging.swa_lr", optional(POSITIVE)),
-    Rule("optimizer.averaging.anneal_epochs", NON_NEGATIVE_INT),
-    Rule("optimizer.averaging.anneal_strategy", one_of("cos", "linear")),
     Rule("dataset.batch_size", POSITIVE_INT),
     Rule("dataset.eval_batch_size", POSITIVE_INT),
     Rule("dataset.loader", one_of("auto", "gpu", "torch")),
@@ -116,7 +82,7 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.epochs", POSITIVE_INT),
     Rule("trainer.budget_passes", optional(POSITIVE_INT)),
     Rule("trainer.device", DEVICE),
-    Rule("trainer.precision", one_of("auto", "bf16", "fp16", "fp32")),
+    Rule("trainer.precision", one_of("auto", *PRECISIONS)),
     Rule("trainer.compile_mode", one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")),
     Rule("trainer.accumulate_grad_batches", POSITIVE_INT),
     Rule("trainer.grad_clip_norm", optional(POSITIVE)),
@@ -205,5 +171,4 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         check_split(cfg)
         check_monitor(cfg)
     if "optimizer" in cfg and (not prefix or prefix.startswith("optimizer")):
-        # the method's declarations, then whatever the base optimizer or the method still refuses
-        build_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), nn.Linear(1, 1))
+        check_optimizer_config(OmegaConf.to_container(cfg.optimizer, resolve=True))

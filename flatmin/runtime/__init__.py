@@ -1,31 +1,34 @@
-"""Where and how a job computes, decided once: the device, this process's place among DDP
-replicas, the precision (its autocast and fp16 loss scaler), and how the model and the batches are
-placed (channels-last, DDP, ``torch.compile``).
+"""Where and how a process computes, decided once: the device (``device.py``), the precision with its
+autocast and fp16 loss scaler (``precision.py``), this process's place among DDP replicas
+(``distributed.py``), and how the model and the batches are placed (channels-last, DDP,
+``torch.compile``).
 
-The run entry builds one :class:`Runtime` from the ``trainer`` config and hands it to the trainer;
-the benchmarks and the sharpness command build theirs with :meth:`Runtime.local`.
+The run entry builds one :class:`Runtime` from the ``trainer`` config; the sharpness command, the
+scripts and the tests build theirs with :meth:`Runtime.local`. Whatever runs passes (the ``Stepper``,
+evaluation) takes the precision from it: nothing else decides it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from flatmin.train.distributed import Replica, init_replica
-from flatmin.train.precision import LossScaler, autocast, resolve_device, resolve_precision
+from flatmin.runtime.device import resolve_device
+from flatmin.runtime.distributed import Replica, init_replica
+from flatmin.runtime.precision import Precision
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """The device, the replica, the precision and the model's placement of one process."""
+    """The device, the precision, the replica and the model's placement of one process."""
 
     device: torch.device
-    precision: str
+    precision: Precision
     replica: Replica = Replica()
     channels_last: bool = False
     compile: bool = False
@@ -33,30 +36,23 @@ class Runtime:
     compile_backend: str = "inductor"
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> Runtime:
+    def from_config(cls, cfg: Mapping[str, Any]) -> Runtime:
         """The runtime the ``trainer`` config asks for; joins the process group when launched as
         several processes (torchrun, SLURM tasks), each replica on its own GPU."""
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg["device"])
         replica = init_replica(device.type)
         if replica.distributed and device.type == "cuda":
             device = torch.device("cuda", replica.local_rank)
             torch.cuda.set_device(device)
-        return cls(device, resolve_precision(cfg.precision, device), replica, cfg.channels_last, cfg.compile,
-                   cfg.compile_mode, cfg.compile_backend)
+        return cls(device, Precision.resolve(cfg["precision"], device), replica, cfg["channels_last"], cfg["compile"],
+                   cfg["compile_mode"], cfg["compile_backend"])
 
     @classmethod
-    def local(cls, device: str = "auto", precision: str = "auto", channels_last: bool = False) -> Runtime:
-        """A single process's runtime (benchmarks, measurements)."""
+    def local(cls, device: str = "auto", precision: str = "auto", **placement: Any) -> Runtime:
+        """A single process's runtime (the sharpness command, scripts, tests); ``placement`` is
+        ``channels_last`` and the ``compile`` settings."""
         resolved = resolve_device(device)
-        return cls(resolved, resolve_precision(precision, resolved), channels_last=channels_last)
-
-    def autocast(self) -> ContextManager[Any]:
-        """The autocast of this precision on this device (nothing for fp32)."""
-        return autocast(self.device, self.precision)
-
-    def loss_scaler(self) -> LossScaler:
-        """A loss scaler, inert unless the precision is fp16."""
-        return LossScaler(self.device, self.precision == "fp16")
+        return cls(resolved, Precision.resolve(precision, resolved), **placement)
 
     def prepare_model(self, module: nn.Module) -> nn.Module:
         """What runs forward: ``module`` on the device (channels-last if asked), DDP-wrapped across
@@ -80,3 +76,6 @@ class Runtime:
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs
+
+
+__all__ = ["Precision", "Replica", "Runtime", "resolve_device"]

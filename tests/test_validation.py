@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from flatmin.config import validate
+from flatmin.validation import validate
 from flatmin.data import DATASETS, build_dataset
 from flatmin.errors import ConfigError
 from flatmin.models import build_model
 from flatmin.optim import build_optimizer
-from flatmin.train.schedulers import build_scheduler
+from flatmin.optim.lr_schedule import build_scheduler
 from tests.conftest import CONF, make_config, run_cli
 
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "logger", "paths")

@@ -61,7 +61,7 @@ def lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> Callable[[i
 def final_lr_factor(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> float:
     """Where the schedule ends, as a multiple of the initial learning rate: its factor after the
     last optimizer step (cosine: exactly ``min_lr_factor``; constant: 1). A hyperparameter scheduled
-    ``proportional_to_lr`` reaches its floor there (GSAM's ``lr_min``, ``flatmin/optim/schedules.py``)."""
+    ``proportional_to_lr`` reaches its floor there (GSAM's ``lr_min``, ``flatmin/optim/hyper_schedule.py``)."""
     return lr_factor(cfg, steps_per_epoch, epochs)(epochs * steps_per_epoch)
 
 

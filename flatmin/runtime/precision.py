@@ -1,4 +1,4 @@
-"""Device and numeric precision: autocast for bf16/fp16 and fp16 loss scaling for multi-pass steps.
+"""Numeric precision, decided once: the autocast of every pass and the fp16 loss scaler, one object.
 
 ``docs/optimizers.md`` ("AMP"): bf16 autocast needs nothing special. fp16 scales the loss; every pass's
 gradients are unscaled and checked for inf/NaN right after its backward, and if any pass of a step
@@ -10,40 +10,44 @@ below reuses the same kernels on its own state.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import torch
 from torch import Tensor
 
-from flatmin.errors import ConfigError
-
+#: ``trainer.precision`` (beside ``auto``), and the autocast dtype of the mixed ones.
+PRECISIONS = ("bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device is {name!r} but this machine has no CUDA device; "
-                          "use trainer.device=auto or cpu.")
-    return torch.device(name)
+@dataclass(frozen=True)
+class Precision:
+    """One precision on one device: ``autocast()`` for every pass, and ``loss_scaler()``, a fresh
+    fp16 loss scaler (inert for bf16 and fp32) for each step driver that runs the passes."""
 
+    name: str
+    device: torch.device
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 on a CUDA device that supports it, fp32 otherwise (the CPU included)."""
-    if name != "auto":
-        return name
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    @classmethod
+    def resolve(cls, name: str, device: torch.device) -> Precision:
+        """``auto`` is bf16 on a CUDA device that supports it, fp32 otherwise (the CPU included)."""
+        if name == "auto":
+            name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return cls(name, device)
 
+    def autocast(self) -> ContextManager[Any]:
+        """The autocast context of this precision on its device (nothing for fp32)."""
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.name])
 
-def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
-    """The autocast context of ``precision`` on ``device`` (nothing for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
+    def loss_scaler(self) -> LossScaler:
+        """A loss scaler of its own for one step driver: dynamic under fp16, inert otherwise."""
+        return LossScaler(self.device, self.name == "fp16")
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class LossScaler:

@@ -5,7 +5,7 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from flatmin.train.schedulers import lr_factor
+from flatmin.optim.lr_schedule import lr_factor
 
 
 def factor(name: str, **kwargs):

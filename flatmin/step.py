@@ -1,7 +1,8 @@
-"""One optimizer step as the trainer drives it: the closure, and what happens around the base step.
+"""One optimizer step as every host drives it: the closure, and what happens around the base step.
 
 Every optimizer, single- or multi-pass, is driven the same way (``docs/optimizers.md``, "The common
-contract"): the trainer builds a closure for the micro-batch and calls ``optimizer.step(closure)``.
+contract"): the :class:`Stepper` builds a closure for the micro-batch and calls
+``optimizer.step(closure)``; flatmin's trainer, the benchmarks and the GPU check all step through it.
 Around it this module enforces the rules the methods rely on:
 
 * BatchNorm running statistics come from the first pass of a step only;
@@ -23,16 +24,17 @@ Around it this module enforces the rules the methods rely on:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 from flatmin.optim import MultiPassOptimizer
-from flatmin.train.distributed import GradientAverager, is_ddp
-from flatmin.train.precision import LossScaler
+from flatmin.runtime import Runtime
+from flatmin.runtime.distributed import GradientAverager, is_ddp
 
 
 class BatchNormFirstPass:
@@ -73,20 +75,22 @@ class Stepper:
 
     ``accumulate`` micro-batches make one optimizer step; ``step`` returns True when a base step
     was taken or skipped for overflow (the scheduler then advances), False while accumulating.
-    A ``DistributedDataParallel`` model switches on the DDP rules above. The closure it builds is
-    an :class:`ExtendedClosure`; ``loss_fn(outputs, targets)`` gives the mean loss and, for the
+    A ``DistributedDataParallel`` model switches on the DDP rules above. Every pass runs in the
+    ``runtime``'s precision (its autocast), and the Stepper keeps that precision's loss scaler
+    (``scaler``: dynamic under fp16, inert otherwise). The closure it builds is an
+    :class:`ExtendedClosure`; ``loss_fn(outputs, targets)`` gives the mean loss and, for the
     protocol's per-example and forward-only calls, takes ``reduction="none"`` (as
-    ``torch.nn.functional.cross_entropy`` does).
+    ``torch.nn.functional.cross_entropy``, the default, does).
     """
 
-    def __init__(self, model: nn.Module, optimizer: Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                 autocast: Callable[[], ContextManager[Any]], scaler: LossScaler, accumulate: int = 1,
+    def __init__(self, model: nn.Module, optimizer: Optimizer, runtime: Runtime,
+                 loss_fn: Callable[..., Tensor] = F.cross_entropy, accumulate: int = 1,
                  grad_clip_norm: float | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
-        self.autocast = autocast
-        self.scaler = scaler
+        self.precision = runtime.precision
+        self.scaler = runtime.precision.loss_scaler()
         self.accumulate = accumulate
         self.grad_clip_norm = grad_clip_norm
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -197,7 +201,7 @@ class ExtendedClosure:
         stepper.passes += 1
         if not backward:
             stepper.forward_only_passes += 1
-            with torch.no_grad(), stepper.autocast():
+            with torch.no_grad(), stepper.precision.autocast():
                 outputs = stepper.model(inputs)
                 losses = stepper.loss_fn(outputs, targets, reduction="none")
             stepper.scaler.check_losses(losses)
@@ -205,7 +209,7 @@ class ExtendedClosure:
             return losses.detach()
         stepper.model.zero_grad(set_to_none=True)
         with stepper._passes_context():
-            with stepper.autocast():
+            with stepper.precision.autocast():
                 outputs = stepper.model(inputs)
                 if per_example:
                     losses = stepper.loss_fn(outputs, targets, reduction="none")
