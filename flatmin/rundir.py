@@ -42,6 +42,8 @@ COMPLETED, FAILED, DIVERGED, INTERRUPTED, UNFINISHED = "completed", "failed", "d
 STATUS, ERROR, FINAL, BEST_VAL, TEST = "status", "error", "final", "best_val", "test"
 BEST_TEST = "best_test_over_epochs"
 SHARPNESS, CHOICES, RESUMES = "sharpness", "choices", "resumes"
+#: Under ``test``: the test metrics of the final model and of the best-validation model (``best.pt``).
+TEST_OF_LAST, TEST_OF_BEST_VAL = "last", "best_val"
 #: What the optimizer evaluates when not its training weights ("the slow weights"), and, under ``test``,
 #: the test metrics of the final training weights themselves (``docs/optimizers.md``, "Evaluation weights").
 EVALUATED, LAST_TRAINING_WEIGHTS = "evaluated", "last_training_weights"

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from flatmin import rundir
 from flatmin.report.tables import Group, Section
 
 CURVES = (("train/loss", "training loss"), ("val/loss", "validation loss"), ("val/accuracy", "validation accuracy"))
@@ -67,13 +68,13 @@ def plot_curves(section: Section, path: Path) -> Path | None:
 
 def plot_sharpness(section: Section, path: Path) -> Path | None:
     """Bars of the Hessian trace and λ_max per configuration; None when no run measured them."""
-    measured = [group for group in section.groups if any("sharpness" in run.summary for run in group.runs)]
+    measured = [group for group in section.groups if any(rundir.SHARPNESS in run.summary for run in group.runs)]
     if not measured:
         return None
     figure = Figure(figsize=(max(6.0, 1.2 * len(measured) + 2), 4), layout="constrained")
     for axes, (key, title) in zip(figure.subplots(1, len(SHARPNESS)), SHARPNESS):
-        values = [np.array([run.summary["sharpness"][key] for run in group.runs if "sharpness" in run.summary])
-                  for group in measured]
+        values = [np.array([run.summary[rundir.SHARPNESS][key] for run in group.runs
+                            if rundir.SHARPNESS in run.summary]) for group in measured]
         positions = np.arange(len(measured))
         axes.bar(positions, [v.mean() for v in values], yerr=[sample_std(v) for v in values],
                  capsize=4)

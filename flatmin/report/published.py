@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from flatmin.data.metrics import RANGES
+from flatmin.rundir import (BEST_TEST, FINAL, LAST_TRAINING_WEIGHTS, SHARPNESS, TEST, TEST_OF_BEST_VAL,
+                            TEST_OF_LAST)
 
 # The SAM paper's augmentations as dataset settings (conf/dataset_common/cifar.yaml): "basic" is
 # crop + flip alone; cutout is 16 px on CIFAR-10 and commonly 8 px on CIFAR-100 (DeVries & Taylor).
@@ -23,8 +25,7 @@ AUGMENTATIONS = {"basic": {"dataset.augment.policy": None, "dataset.augment.cuto
                  "cutout": {"dataset.augment.policy": None, "dataset.augment.cutout": (8, 16)},
                  "autoaugment": {"dataset.augment.policy": "autoaugment"}}
 LABEL_NOISE = "dataset.label_noise.rate"
-# summary.json's best epoch on the test split (trainer.test_every_epoch), and how a metric of it is named.
-BEST_TEST_RECORD = "best_test_over_epochs"
+# How a metric of summary.json's best epoch on the test split (trainer.test_every_epoch) is named.
 BEST_EPOCH_ON_TEST = "best epoch on test (selected on test, as GAM's released script)"
 
 
@@ -59,7 +60,7 @@ class Metric:
     @property
     def selected_on_test(self) -> bool:
         """Whether the number is of the epoch chosen on the test split (shown only when asked)."""
-        return self.path[0] == BEST_TEST_RECORD
+        return self.path[0] == BEST_TEST
 
 
 @dataclass(frozen=True)
@@ -86,25 +87,25 @@ class PaperTable:
 #: The models summary.json tests, by key under ``test``. ``last_training_weights``: the final training
 #: weights of a run whose optimizer evaluates other weights (``evaluated``: Lookahead's slow weights, a
 #: weight average), which ``last`` and ``best_val`` then are.
-MODEL_NAMES = {"last": "final model", "best_val": "best-validation model",
-               "last_training_weights": "final training weights"}
+MODEL_NAMES = {TEST_OF_LAST: "final model", TEST_OF_BEST_VAL: "best-validation model",
+               LAST_TRAINING_WEIGHTS: "final training weights"}
 
 
 def error_percent(model: str) -> Metric:
     """Test error (%) = 100·(1 − accuracy) of the ``last`` or ``best_val`` model."""
-    return Metric(f"test error (%), {MODEL_NAMES[model]}", ("test", model, "test/accuracy"), -100.0, 100.0)
+    return Metric(f"test error (%), {MODEL_NAMES[model]}", (TEST, model, "test/accuracy"), -100.0, 100.0)
 
 
 def accuracy_percent(model: str) -> Metric:
     """Test accuracy (%) of the ``last`` or ``best_val`` model."""
-    return Metric(f"test accuracy (%), {MODEL_NAMES[model]}", ("test", model, "test/accuracy"), 100.0)
+    return Metric(f"test accuracy (%), {MODEL_NAMES[model]}", (TEST, model, "test/accuracy"), 100.0)
 
 
 #: Test accuracy (%) of the best epoch on test (``trainer.test_every_epoch``): selected on test.
-BEST_ON_TEST_ACCURACY = Metric(f"test accuracy (%), {BEST_EPOCH_ON_TEST}", (BEST_TEST_RECORD, "test/accuracy"), 100.0)
+BEST_ON_TEST_ACCURACY = Metric(f"test accuracy (%), {BEST_EPOCH_ON_TEST}", (BEST_TEST, "test/accuracy"), 100.0)
 
 #: Validation (for GLUE: dev) accuracy of the final epoch, for datasets without a labelled test split.
-FINAL_DEV_ACCURACY = Metric("validation accuracy (%), final epoch", ("final", "val/accuracy"), 100.0)
+FINAL_DEV_ACCURACY = Metric("validation accuracy (%), final epoch", (FINAL, "val/accuracy"), 100.0)
 
 
 # -- SAM: Foret et al., ICLR 2021, Table 1 -------------------------------------------------------
@@ -121,7 +122,7 @@ _SAM_ROWS = {  # label: (model choice, augmentation), published C10 SAM, C10 SGD
 SAM_CIFAR_WRN28 = PaperTable(
     experiment="sam_cifar_wrn28",
     title="SAM (Foret et al., ICLR 2021), CIFAR",
-    metric=error_percent("last"),
+    metric=error_percent(TEST_OF_LAST),
     rows=tuple(Heading(label, {"model": model, **AUGMENTATIONS[augment]})
                for label, ((model, augment), _) in _SAM_ROWS.items()),
     columns=_SAM_COLUMNS,
@@ -139,7 +140,7 @@ SAM_CIFAR_WRN16 = PaperTable(
     experiment="sam_cifar_wrn16",
     title="WRN-16-8 on CIFAR-10, davda54/sam's single-GPU reference (200 epochs, step LR, label smoothing 0.1, "
           "cutout, batch 128, lr 0.1)",
-    metric=error_percent("last"),
+    metric=error_percent(TEST_OF_LAST),
     rows=(Heading("SGD", {"method": "sgd"}),
           Heading("SAM (rho 0.05)", {"method": "sam", "optimizer.rho": 0.05}),
           Heading("ASAM (rho 2.0, eta 0)", {"method": "asam", "optimizer.rho": 2.0, "optimizer.eta": 0.0}),
@@ -157,7 +158,7 @@ SAM_CIFAR_WRN16 = PaperTable(
 GAM_CIFAR = PaperTable(
     experiment="gam_cifar",
     title="GAM (Zhang et al., CVPR 2023), CIFAR",
-    metric=accuracy_percent("last"),
+    metric=accuracy_percent(TEST_OF_LAST),
     rows=tuple(Heading(f"{model_name} · {method_name}", {"model": model, "method": method})
                for model_name, model in (("ResNet-18", "resnet18"), ("PyramidNet-110", "pyramidnet110"))
                for method_name, method in (("SGD", "sgd"), ("SAM", "sam"), ("GAM", "gam"))),
@@ -182,7 +183,7 @@ _PLAIN = ("sgd", "adam")  # the paper's unperturbed baseline ("SGD"); the releas
 NSO_FINETUNE = PaperTable(
     experiment="nso_finetune",
     title="NSO (Li, Ju & Zhang, 2023), fine-tuning ResNet-34 (ImageNet weights)",
-    metric=accuracy_percent("best_val"),
+    metric=accuracy_percent(TEST_OF_BEST_VAL),
     rows=tuple(Heading(name, {"dataset": dataset}) for name, dataset in _NSO_DATASETS),
     columns=(Heading("SGD/Adam", {"method": _PLAIN, "trainer.label_smoothing": 0.0}),
              Heading("Label smoothing 0.2", {"method": _PLAIN, "trainer.label_smoothing": 0.2}),
@@ -205,7 +206,7 @@ def _hessian_table(quantity: str, label: str, scale: float, values: tuple[tuple[
     return PaperTable(
         experiment="nso_finetune",
         title=f"NSO (Li, Ju & Zhang, 2023), Hessian {quantity}",
-        metric=Metric(label, ("sharpness", quantity), 1 / scale),
+        metric=Metric(label, (SHARPNESS, quantity), 1 / scale),
         rows=tuple(Heading(name, {"dataset": dataset}) for name, dataset in _HESSIAN_DATASETS),
         columns=_HESSIAN_COLUMNS,
         published={(row, column.label): number for (row, _), numbers in zip(_HESSIAN_DATASETS, values)
@@ -232,7 +233,7 @@ _GLUE_COLUMNS = (  # label, dataset choice, metric key, reference (bert-base-unc
     ("QNLI acc", "glue/qnli", "val/accuracy", 87.46), ("RTE acc", "glue/rte", "val/accuracy", 61.73),
     ("WNLI acc", "glue/wnli", "val/accuracy", 45.07),
 )
-_GLUE_METRIC = Metric("dev set ×100, final epoch", ("final", "val/accuracy"), 100.0)  # each column has its own
+_GLUE_METRIC = Metric("dev set ×100, final epoch", (FINAL, "val/accuracy"), 100.0)  # each column has its own
 _GLUE_BASELINE = "AdamW (bert-base reference)"
 _GLUE_NOTE = ("Reference: bert-base-uncased dev set, median of 5 seeds, standard fine-tuning (max length 128, "
               "batch 32, 3 epochs, lr from {5e-5, 4e-5, 3e-5, 2e-5}), shown beside the Adam/AdamW row; ours are "
@@ -240,7 +241,7 @@ _GLUE_NOTE = ("Reference: bert-base-uncased dev set, median of 5 seeds, standard
 
 
 def _glue_table(experiment: str, title: str, tasks: tuple[str, ...], methods: tuple[Heading, ...]) -> PaperTable:
-    columns = tuple(Heading(label, {"dataset": dataset}, Metric(f"{label} (×100)", ("final", key), 100.0))
+    columns = tuple(Heading(label, {"dataset": dataset}, Metric(f"{label} (×100)", (FINAL, key), 100.0))
                     for label, dataset, key, _ in _GLUE_COLUMNS if dataset in tasks)
     reference = {label: number for label, dataset, _, number in _GLUE_COLUMNS if dataset in tasks}
     return PaperTable(
@@ -262,7 +263,7 @@ TRACER_GLUE = _glue_table("tracer_glue", "G-TRACER on GLUE (bert-base-uncased)",
 TRACER_LABEL_NOISE_CIFAR = PaperTable(
     experiment="tracer_label_noise_cifar",
     title="G-TRACER (Williams & Roberts, 2023), CIFAR with symmetric label noise",
-    metric=accuracy_percent("last"),
+    metric=accuracy_percent(TEST_OF_LAST),
     rows=(Heading("SGD", {"method": "sgd"}), Heading("SAM", {"method": "sam"}),
           Heading("G-TRACER", {"method": "sgd_tracer"})),
     columns=tuple(Heading(f"{short} {round(100 * noise)}% noise", {"dataset": dataset, LABEL_NOISE: noise})
@@ -282,7 +283,7 @@ _FSAM_ROWS = (  # label, run settings, published final test accuracy (%)
 FSAM_CIFAR100 = PaperTable(
     experiment="fsam_cifar100",
     title="F-SAM (Li et al., CVPR 2024), CIFAR-100 ResNet-18, the release's logs",
-    metric=accuracy_percent("last"),
+    metric=accuracy_percent(TEST_OF_LAST),
     rows=tuple(Heading(label, match) for label, match, _ in _FSAM_ROWS),
     columns=(Heading("CIFAR-100", {"dataset": "cifar100", "model": "resnet18"}),),
     published={(label, "CIFAR-100"): number for label, _, number in _FSAM_ROWS if number is not None},

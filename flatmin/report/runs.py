@@ -63,7 +63,7 @@ class Run:
         and ``model`` (the Hydra choices when the run recorded them, else read from the config).
         The method is the config option the run's optimizer settings amount to
         (:func:`flatmin.optim.method_label`: SAM with ``adaptive=true`` is ``asam``)."""
-        choices = self.summary.get("choices") or {}
+        choices = self.summary.get(rundir.CHOICES) or {}
         optimizer = {key.removeprefix("optimizer."): value for key, value in self.config.items()
                      if key.startswith("optimizer.")}
         method = method_label(optimizer) if optimizer else choices.get("optimizer")

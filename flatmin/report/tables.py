@@ -17,15 +17,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from flatmin.report.published import (BEST_EPOCH_ON_TEST, BEST_TEST_RECORD, FINAL_DEV_ACCURACY, MODEL_NAMES,
-                                      PAPER_TABLES, Heading, Metric, accuracy_percent)
+from flatmin.report.published import (BEST_EPOCH_ON_TEST, FINAL_DEV_ACCURACY, MODEL_NAMES, PAPER_TABLES, Heading,
+                                      Metric, accuracy_percent)
 from flatmin.report.runs import Run
-from flatmin.rundir import EVALUATED, LAST_TRAINING_WEIGHTS
 from flatmin.report.stats import Summary, summarise
+from flatmin.rundir import (BEST_TEST, BEST_VAL, EVALUATED, FINAL, LAST_TRAINING_WEIGHTS, SHARPNESS, TEST,
+                            TEST_OF_BEST_VAL, TEST_OF_LAST)
 
 # The generic table's metric: the first of these that some run has (without a validation split
 # there is no best-validation model; GLUE has no labelled test split).
-GENERIC_METRICS = (accuracy_percent("best_val"), accuracy_percent("last"), FINAL_DEV_ACCURACY)
+GENERIC_METRICS = (accuracy_percent(TEST_OF_BEST_VAL), accuracy_percent(TEST_OF_LAST), FINAL_DEV_ACCURACY)
 #: The final training weights' test accuracy (%), beside the evaluated weights' (see :func:`generic_table`).
 TRAINING_WEIGHTS_ACCURACY = accuracy_percent(LAST_TRAINING_WEIGHTS)
 # Metric names shown ×100, and the unit that says so.
@@ -176,7 +177,7 @@ def generic_table(title: str, groups: Sequence[Group]) -> Table:
     evaluated = sorted({run.summary[EVALUATED] for group in groups for run in group.runs
                         if run.summary.get(EVALUATED)})
     notes: tuple[str, ...] = ()
-    if evaluated and metric.path[0] == "test":
+    if evaluated and metric.path[0] == TEST:
         columns = [column for d in datasets for column in (
             Heading(str(d), {"dataset": d}),
             Heading(f"{d}, {MODEL_NAMES[LAST_TRAINING_WEIGHTS]}", {"dataset": d}, TRAINING_WEIGHTS_ACCURACY))]
@@ -192,23 +193,23 @@ def detail_metrics(groups: Sequence[Group], best_on_test: bool = False) -> list[
     """Every metric some run of ``groups`` has: test metrics of the final and best-validation
     models (and, with ``best_on_test``, of the best epoch on test), validation metrics (every
     validation split's) of the final and the best epoch, and the Hessian trace, λ_max and m-sharpness."""
-    records = [("final", "final epoch", "val"), ("best_val", "best epoch", "val")]
+    records = [(FINAL, "final epoch", "val"), (BEST_VAL, "best epoch", "val")]
     if best_on_test:
-        records.append((BEST_TEST_RECORD, BEST_EPOCH_ON_TEST, "test"))
+        records.append((BEST_TEST, BEST_EPOCH_ON_TEST, "test"))
     found: dict[tuple[str, ...], Metric] = {}
     for run in (run for group in groups for run in group.runs):
         for model, name in MODEL_NAMES.items():
-            for key in (run.summary.get("test") or {}).get(model) or {}:
-                found.setdefault(("test", model, key), _scaled(f"{key}, {name}", ("test", model, key)))
+            for key in (run.summary.get(TEST) or {}).get(model) or {}:
+                found.setdefault((TEST, model, key), _scaled(f"{key}, {name}", (TEST, model, key)))
         for record, name, prefix in records:
             for key in run.summary.get(record) or {}:
                 if key.startswith(prefix):
                     found.setdefault((record, key), _scaled(f"{key}, {name}", (record, key)))
         for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max"), ("m_sharpness", "m-sharpness")):
-            if key in (run.summary.get("sharpness") or {}):
-                found.setdefault(("sharpness", key), Metric(label, ("sharpness", key), digits=None))
-    order = {("test", "last"): 0, ("test", "best_val"): 1, ("test", LAST_TRAINING_WEIGHTS): 2, (BEST_TEST_RECORD,): 3,
-             ("final",): 4, ("best_val",): 5, ("sharpness",): 6}
+            if key in (run.summary.get(SHARPNESS) or {}):
+                found.setdefault((SHARPNESS, key), Metric(label, (SHARPNESS, key), digits=None))
+    order = {(TEST, TEST_OF_LAST): 0, (TEST, TEST_OF_BEST_VAL): 1, (TEST, LAST_TRAINING_WEIGHTS): 2, (BEST_TEST,): 3,
+             (FINAL,): 4, (BEST_VAL,): 5, (SHARPNESS,): 6}
     return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 7)), m.path))
 
 

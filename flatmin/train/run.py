@@ -240,7 +240,7 @@ def measure_final_model(cfg: DictConfig, parts: Parts, runtime: Runtime) -> dict
         return measure_run(parts.module, parts.splits, cfg, runtime.device)
     except Exception as error:
         log.exception("the sharpness measurement failed; the run's other results are kept")
-        return {"error": f"{type(error).__name__}: {error}"}
+        return {rundir.ERROR: f"{type(error).__name__}: {error}"}
 
 
 def resume_command(run_dir: Path) -> str:
@@ -257,7 +257,7 @@ def headline(summary: dict[str, Any], run_dir: Path) -> str:
     labels are hidden: the final validation metrics), and where the run is."""
     test = summary.get(rundir.TEST) or {}
     if test:
-        parts = [f"{name} {value:.4f} ({which.replace('_', '-')} model)" for which in ("best_val", "last")
+        parts = [f"{name} {value:.4f} ({which.replace('_', '-')} model)" for which in (rundir.TEST_OF_BEST_VAL, rundir.TEST_OF_LAST)
                  for name, value in (test.get(which) or {}).items() if not name.endswith("/loss")]
     else:
         parts = [f"{name} {value:.4f} (final)" for name, value in (summary.get(rundir.FINAL) or {}).items()

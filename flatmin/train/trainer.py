@@ -352,7 +352,7 @@ class Trainer:
         if self.loaders.test is None:
             return {}
         with self.evaluation_weights():
-            results = {"last": self.evaluate(self.loaders.test, "test")}
+            results = {rundir.TEST_OF_LAST: self.evaluate(self.loaders.test, "test")}
         if getattr(self.optimizer, "evaluated", None) is not None:   # and the training weights, labelled
             results[rundir.LAST_TRAINING_WEIGHTS] = self.evaluate(self.loaders.test, "test")
         if self.loaders.val is None:
@@ -360,7 +360,7 @@ class Trainer:
         last_weights = {k: v.clone() for k, v in self.module.state_dict().items()}
         best = load_checkpoint(self.run_dir / rundir.BEST, required=("model",))
         self.module.load_state_dict(best["model"])
-        results["best_val"] = self.evaluate(self.loaders.test, "test")
+        results[rundir.TEST_OF_BEST_VAL] = self.evaluate(self.loaders.test, "test")
         self.module.load_state_dict(last_weights)
         return results
 

@@ -13,11 +13,11 @@ from torch.optim.swa_utils import update_bn
 
 from flatmin.data import build_dataset, make_loaders
 from flatmin.models import build_model
-from flatmin.optim import build_optimizer
-from flatmin.optim.registry import options
-from flatmin.train import Trainer, run
-from flatmin.step import Stepper
+from flatmin.optim import METHODS, build_optimizer
+from flatmin.optim.registry import options, proximal_lookahead
 from flatmin.rundir import load_checkpoint
+from flatmin.step import Stepper
+from flatmin.train import Trainer, run
 from tests.conftest import finish_cli, run_cli, start_cli
 
 
@@ -141,6 +141,21 @@ RESUMABLE = {
     "fisher_mask_sam": ("optimizer=fisher_mask_sam", "optimizer.mask_every=3"),   # mask steps 9 and 12 after resume
     "bsam-split": ("optimizer=bsam", "optimizer.batch_split=2"),
 }
+
+
+def test_every_registered_method_and_wrapper_has_a_resume_test():
+    """A new method (a class registered in ``METHODS``) fails here until an entry of ``RESUMABLE``
+    trains it, so that its state is tested to survive an interruption bit for bit."""
+    trained = set()
+    for overrides in RESUMABLE.values():
+        option = next(override.removeprefix("optimizer=") for override in overrides
+                      if override.startswith("optimizer="))
+        trained.add(options()[option].get("method"))
+        if proximal_lookahead(options()[option]) or "optimizer.lookahead.enabled=true" in overrides:
+            trained.add("lookahead")
+        trained |= {override.rpartition("=")[2] for override in overrides
+                    if override.startswith("optimizer.averaging.kind=")}
+    assert {*METHODS, "lookahead", "ema", "swa"} - trained == set()
 
 
 @pytest.mark.parametrize("optimizer", list(RESUMABLE))
