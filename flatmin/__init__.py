@@ -1,8 +1,9 @@
 """flatmin: a research framework for optimizers that seek flat minima.
 
-The package is organised one concern per sub-package: ``data`` (datasets and loaders),
-``models`` (networks), ``optim`` (the flat-minima methods and ``build_optimizer``) and
-``train`` (the Trainer, checkpoints, precision and the run entry used by ``train.py``).
+One concern per part, each importing only the parts below it (README, "Architecture"): ``runtime``
+(device, precision, DDP), ``data``, ``models``, ``optim`` (the methods and ``build_optimizer``),
+``step`` (one optimizer step), ``assembly`` (a run's parts from its config), ``sharpness``, ``report``
+and ``train`` (the Trainer and the run entry used by ``train.py``).
 """
 
 import flatmin.resolvers  # noqa: F401  (registers the ${pick:...} resolver the configs use)

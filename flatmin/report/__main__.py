@@ -21,8 +21,8 @@ from flatmin.report.tables import build_sections
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line, read the runs, print (and write) the report. Returns the exit status."""
+def command_line() -> argparse.ArgumentParser:
+    """The command's arguments."""
     parser = argparse.ArgumentParser(prog="python -m flatmin.report",
                                      description="Tables (mean ± std, 95% intervals, published numbers) and plots "
                                                  "from flatmin run directories.")
@@ -32,7 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--best-on-test", action="store_true",
                         help="also show each run's best epoch on the test split (trainer.test_every_epoch), "
                              "labelled as selected on test, as GAM's released script reports it")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, read the runs, print (and write) the report. Returns the exit status."""
+    args = command_line().parse_args(argv)
     try:
         runs = find_runs(args.paths)
     except FlatminError as error:

@@ -98,8 +98,8 @@ def describe(result: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line, measure, print; write ``--json`` when asked. Returns the exit status."""
+def command_line() -> argparse.ArgumentParser:
+    """The command's arguments: the run, and an option per field of :class:`SharpnessOptions`."""
     parser = argparse.ArgumentParser(prog="python -m flatmin.sharpness",
                                      description="Hessian trace and top eigenvalues of a trained flatmin model.")
     parser.add_argument("path", type=Path, help="a run directory, or a checkpoint file inside one")
@@ -110,7 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for option in fields(SharpnessOptions):
         parser.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, type=type(option.default),
                             help=f"{OPTION_HELP[option.name]} (default: the run's trainer.sharpness_{option.name})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, measure, print; write ``--json`` when asked. Returns the exit status."""
+    args = command_line().parse_args(argv)
     overrides = {option.name: getattr(args, option.name) for option in fields(SharpnessOptions)}
     try:
         result = measure_checkpoint(args.path, args.checkpoint, args.device, **overrides)

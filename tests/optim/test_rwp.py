@@ -1,5 +1,5 @@
-"""RWP, m-RWP and mARWP (Li et al., TMLR 2024; docs/optimizers.md, "RWP") against the released code's
-formulas (nblt/mARWP@d739394 ``train_marwp.py``, ``utils.py``), written out, in float64."""
+"""RWP, m-RWP and mARWP (Li et al., TMLR 2024; docs/optimizers.md, "RWP, m-RWP and mARWP") against the
+released code's formulas (nblt/mARWP@d739394 ``train_marwp.py``, ``utils.py``), written out, in float64."""
 
 from __future__ import annotations
 

@@ -245,7 +245,8 @@ def test_kill_9_after_a_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path: Path,
 
 
 def test_a_sweep_run_again_continues_its_interrupted_job_and_runs_the_rest(tmp_path: Path, uninterrupted: Path):
-    """README, "Resuming a sweep": the same -m command with its sweep directory and resume=auto."""
+    """README, "When things go wrong" (resuming a sweep): the same -m command with its sweep directory and
+    resume=auto."""
     sweep = tmp_path / "sweep"
     command = ("-m", *PREEMPTED, "seed=0,1", f"hydra.sweep.dir={sweep}", "trainer.resume=auto")
     process = start(*command, log_dir=tmp_path)
