@@ -15,7 +15,7 @@ test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 test-slow: ## run only the tests marked slow
 	$(PYTHON) -m pytest -m slow
 
-demo: ## the quick start: train the default small CNN on digits (about 20 s on 2 CPU cores)
+demo: ## the quick start: train the default small CNN on digits (about 9 s on 2 CPU cores)
 	$(PYTHON) train.py
 
 bench: ## optimizer step cost as a ratio to SGD, training throughput per loader, trainer overhead and start-up (docs/benchmarks.md)
@@ -32,7 +32,7 @@ wheels: ## pure-Python wheels in .wheels/ for gpu-check on an image without Hydr
 	$(PYTHON) -m pip wheel --no-deps hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 -w .wheels
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: pytorch_optimizer==4.1.0 -d .wheels
 
-study: ## the CPU study: matrix sensing, digits with 40% label noise; tables and plots in docs/study/ (about 6.5 minutes on 2 CPU cores)
+study: ## the CPU study: matrix sensing, digits with 40% label noise; tables and plots in docs/study/ (about 4.0 minutes on 2 CPU cores)
 	$(PYTHON) -m flatmin.studies.matrix_sensing --out docs/study
 	rm -rf outputs/study/digits_label_noise
 	$(PYTHON) train.py -m experiment=study_digits_label_noise hydra.sweep.dir=outputs/study/digits_label_noise

@@ -29,9 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 README, MAKEFILE, STUDY = ROOT / "README.md", ROOT / "Makefile", ROOT / "docs" / "study"
 FIGURE = re.compile(r"<!-- figure (?P<name>[\w.]+) -->(?P<value>.*?)<!-- /figure -->", re.DOTALL)
 #: The ``make help`` lines that quote a figure: target → the figure.
-MAKE_HELP = {"demo": "quickstart.seconds", "study": "study.minutes"}
+MAKE_HELP = {"demo": "quickstart.seconds", "study": "study.time"}
 #: The study's methods, as its README table names them, in its order.
 STUDY_METHODS = {"sgd": "SGD", "sam": "SAM", "nso": "NSO", "sgd_tracer": "SGD-TRACER"}
+
+
+def duration(*seconds: float) -> str:
+    """``9 s``, ``11-13 s``, or in minutes from two minutes on: ``4.0 minutes``."""
+    minutes = min(seconds) >= 120
+    ends = dict.fromkeys(f"{value / 60:.1f}" if minutes else f"{value:.0f}" for value in (min(seconds), max(seconds)))
+    return "-".join(ends) + (" minutes" if minutes else " s")
 
 
 def run(command: list[str]) -> tuple[float, str]:
@@ -70,7 +77,7 @@ def quickstart(folder: Path) -> dict[str, str]:
     seconds, sgd = train(folder / "sgd")
     _, sam = train(folder / "sam", "optimizer=sam")
     sgd_summary, sam_summary = (json.loads((run_dir / "summary.json").read_text()) for run_dir in (sgd, sam))
-    return {"quickstart.seconds": f"{seconds:.0f} s",
+    return {"quickstart.seconds": duration(seconds),
             "quickstart.best_val": f"{sgd_summary['best_val']['val/accuracy']:.3f}",
             "quickstart.test_best_val": f"{sgd_summary['test']['best_val']['test/accuracy']:.3f}",
             "quickstart.sam_test_last": f"{sam_summary['test']['last']['test/accuracy']:.3f}",
@@ -82,7 +89,7 @@ def report(folder: Path) -> dict[str, str]:
     seconds, sweep = train(folder, "-m", "optimizer=sgd,sam", "seed=0,1")
     _, text = run([sys.executable, "-m", "flatmin.report", str(sweep)])
     table = re.search(r"^### test accuracy \(%\), best-validation model\n\n((?:\|.*\n)+)", text, re.MULTILINE)
-    return {"report.seconds": f"{seconds:.0f} s", "report.table": f"\n```\n{table.group(1)}```\n"}
+    return {"report.seconds": duration(seconds), "report.table": f"\n```\n{table.group(1)}```\n"}
 
 
 def sharpness(folder: Path) -> dict[str, str]:
@@ -91,9 +98,9 @@ def sharpness(folder: Path) -> dict[str, str]:
     measured = {key: summary["sharpness"] for key, summary in summaries(sweep).items()}
     trace = {key: value["trace"] for key, value in measured.items()}
     lambda_max = {key: value["lambda_max"] for key, value in measured.items()}
-    return {"sharpness.seconds": f"{statistics.mean(m['time_s'] for m in measured.values()):.0f} s",
-            "sharpness.trace": f"{pair(trace, 'sgd', '.3g')} (SGD, seeds 0 and 1) against {pair(trace, 'sam', '.3g')}",
-            "sharpness.lambda_max": f"{pair(lambda_max, 'sgd', '.3g')} against {pair(lambda_max, 'sam', '.3g')}"}
+    return {"sharpness.seconds": duration(statistics.mean(m["time_s"] for m in measured.values())),
+            "sharpness.trace": f"{pair(trace, 'sgd', '#.3g')} (SGD, seeds 0 and 1) against {pair(trace, 'sam', '#.3g')}",
+            "sharpness.lambda_max": f"{pair(lambda_max, 'sgd', '#.3g')} against {pair(lambda_max, 'sam', '#.3g')}"}
 
 
 def m_sharpness(folder: Path) -> dict[str, str]:
@@ -102,10 +109,9 @@ def m_sharpness(folder: Path) -> dict[str, str]:
                      "trainer.sharpness_m_rho=0.1")
     measured = {key: summary["sharpness"] for key, summary in summaries(sweep).items()}
     values = {key: 1e3 * value["m_sharpness"] for key, value in measured.items()}
-    minutes = [value["time_s"] / 60 for value in measured.values()]
-    return {"m_sharpness.minutes": f"{min(minutes):.1f}-{max(minutes):.1f} minutes",
-            "m_sharpness.values": f"{pair(values, 'sgd', '.3g')} (×1e-3; SGD, seeds 0 and 1) against "
-                                  f"{pair(values, 'sam', '.3g')} (SAM)"}
+    return {"m_sharpness.seconds": duration(*(value["time_s"] for value in measured.values())),
+            "m_sharpness.values": f"{pair(values, 'sgd', '#.3g')} (×1e-3; SGD, seeds 0 and 1) against "
+                                  f"{pair(values, 'sam', '#.3g')} (SAM)"}
 
 
 def study_tables() -> dict[str, str]:
@@ -127,14 +133,14 @@ def study_tables() -> dict[str, str]:
 def study(folder: Path) -> dict[str, str]:
     """``make study`` (it rewrites ``docs/study/``), and its tables."""
     seconds, _ = run(["make", "study", f"PYTHON={sys.executable}"])
-    return {"study.minutes": f"{seconds / 60:.1f} minutes", **study_tables()}
+    return {"study.time": duration(seconds), **study_tables()}
 
 
 def gpu_smoke(folder: Path) -> dict[str, str]:
     """``DEVICE=cpu QUICK=1 scripts/gpu_check.sh <folder>``, the GPU check's CPU smoke mode."""
     seconds, _ = run(["env", "DEVICE=cpu", "QUICK=1", f"PYTHON={sys.executable}", "scripts/gpu_check.sh",
                       str(folder)])
-    return {"gpu_smoke.seconds": f"{seconds:.0f} s"}
+    return {"gpu_smoke.seconds": duration(seconds)}
 
 
 GROUPS: dict[str, Callable[[Path], dict[str, str]]] = {

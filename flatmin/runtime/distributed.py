@@ -94,12 +94,6 @@ def is_ddp(model: torch.nn.Module) -> bool:
     return isinstance(getattr(model, "_orig_mod", model), torch.nn.parallel.DistributedDataParallel)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The user's module inside ``torch.compile`` and DDP wrappers (whose state_dict keys are clean)."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 def gather_objects(obj: object, replica: Replica) -> list[object]:
     """``obj`` (tensors and plain values) from every replica, in rank order; ``[obj]`` for one process.
 
