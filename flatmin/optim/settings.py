@@ -141,9 +141,13 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
                 if (problem := requirement.problem(cfg)) is not None]
     if not (method and method.full_optimizer):           # the base optimizer is used
         problems += [rule.sentence.format(**cfg) for rule in BASE_RULES.get(base, ()) if not rule.holds(cfg)]
-        if base not in BASE_OPTIMIZERS:
+        given = sorted(cfg.get("base_kwargs") or {})
+        if base in BASE_OPTIMIZERS and given:
+            problems.append(f"optimizer.base_kwargs ({', '.join(given)}) is for a timm base; torch's {base} takes "
+                            "its arguments from the shared settings (lr, momentum, betas, …)")
+        elif base not in BASE_OPTIMIZERS:
             problems += [f"{base} takes no argument {key!r} (optimizer.base_kwargs)"
-                         for key in sorted(set(cfg.get("base_kwargs") or {}) - timm_arguments(base))]
+                         for key in sorted(set(given) - timm_arguments(base))]
     if problems:
         built = method_key if method and method.full_optimizer else f"{method_key or 'no method'} over {base}"
         raise ConfigError(f"optimizer {name!r} ({built}) refuses these settings: {problems[0]}.")

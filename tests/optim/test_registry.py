@@ -77,6 +77,16 @@ def test_a_run_is_labelled_by_the_option_its_settings_amount_to(tmp_path: Path):
      "(optimizer.momentum is 0)."),
     (["optimizer=adam", "optimizer.betas=[0.9,1.5]"],
      "optimizer.betas must be two numbers in [0, 1) (got [0.9, 1.5])."),
+    (["optimizer=adam", "optimizer.amsgrad=false_"], "optimizer.amsgrad must be true or false (got 'false_')."),
+    (["optimizer=sam", "+optimizer.lookahead.kk=3"], "optimizer.lookahead.kk is not a setting of optimizer 'sam'"),
+    (["optimizer=msam", "optimizer.momentum=0"], "optimizer 'msam' (msam over sgd) refuses these settings: MSAM "
+                                                 "perturbs along the base optimizer's first moment"),
+    (["optimizer=sgd", "+optimizer.base_kwargs.betas=[0.9,0.99]"], "optimizer 'sgd' (no method over sgd) refuses "
+                                                                   "these settings: optimizer.base_kwargs (betas) "
+                                                                   "is for a timm base"),
+    (["optimizer=sam", "optimizer.base=lion", "+optimizer.base_kwargs.momentum=0.9"],
+     "optimizer 'sam' (sam over lion) refuses these settings: lion takes no argument 'momentum' "
+     "(optimizer.base_kwargs)."),
 ])
 def test_a_setting_the_method_does_not_declare_or_refuses_is_one_sentence(tmp_path: Path, overrides, message):
     with pytest.raises(ConfigError) as caught:
