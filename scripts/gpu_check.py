@@ -214,7 +214,8 @@ def method_steps(method: str, precision: str, build: Callable[[], Any], inputs: 
 
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0   # the batch
     torch.manual_seed(0)
-    stepper = assemble_stepper(build(), option_config(method), Runtime.local(str(device), precision, channels_last=True))
+    runtime = Runtime.local(str(device), precision, channels_last=True)
+    stepper = assemble_stepper(build(), option_config(method), runtime)
     params = list(stepper.model.parameters())
     losses, times = [], []
     for index in range(3 + steps):

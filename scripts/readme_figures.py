@@ -99,7 +99,8 @@ def sharpness(folder: Path) -> dict[str, str]:
     trace = {key: value["trace"] for key, value in measured.items()}
     lambda_max = {key: value["lambda_max"] for key, value in measured.items()}
     return {"sharpness.seconds": duration(statistics.mean(m["time_s"] for m in measured.values())),
-            "sharpness.trace": f"{pair(trace, 'sgd', '#.3g')} (SGD, seeds 0 and 1) against {pair(trace, 'sam', '#.3g')}",
+            "sharpness.trace": f"{pair(trace, 'sgd', '#.3g')} (SGD, seeds 0 and 1) against "
+                               f"{pair(trace, 'sam', '#.3g')}",
             "sharpness.lambda_max": f"{pair(lambda_max, 'sgd', '#.3g')} against {pair(lambda_max, 'sam', '#.3g')}"}
 
 

@@ -4,8 +4,8 @@ An ``optimizer`` config (``conf/optimizer/<name>.yaml``) is the block every opti
 (``conf/optimizer_common/base.yaml``, declared here as :data:`SHARED`: the base optimizer, the
 param grouping, schedules, Lookahead, weight averaging) plus the method's own hyperparameters
 (``method: <key>`` and what that method declares, ``flatmin/optim/hyper.py``).
-:func:`check_optimizer_config` checks a config against both declarations, the rules of the base
-optimizer (:data:`BASE_RULES`: what torch's SGD would refuse) and the method's ``requirements``
+:func:`check_optimizer_config` checks a config against both declarations, what the base optimizer
+needs (:data:`BASE_REQUIREMENTS`: what torch's SGD would refuse) and the method's ``requirements``
 (MSAM's base with a first moment), each in one sentence, without building an optimizer.
 """
 
@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -25,6 +25,7 @@ from flatmin.checks import (BETAS, BOOLEAN, FRACTION, MAPPING, NON_NEGATIVE, NON
                             UNIT_INTERVAL, Check, listing, one_of, optional)
 from flatmin.errors import ConfigError
 from flatmin.optim.hyper_schedule import KINDS
+from flatmin.optim.hyper import Requirement
 from flatmin.optim.lookahead import PROX
 from flatmin.optim.multipass import METHODS
 
@@ -81,21 +82,20 @@ SHARED: dict[str, Setting] = {
 }
 #: The top-level keys of the shared block (``lookahead`` and ``averaging`` hold the dotted ones).
 SHARED_KEYS = frozenset(key.split(".")[0] for key in SHARED)
+#: Shared settings whose keys are free: a timm base's arguments, the scheduled hyperparameters.
+FREE_FORM = ("base_kwargs", "schedules")
 
 
-@dataclass(frozen=True)
-class BaseRule:
-    """What a base optimizer refuses, as a rule on the config: ``holds(settings)``, else ``sentence``."""
+def nesterov_without_momentum(settings: Mapping[str, Any]) -> str | None:
+    """What torch's SGD refuses and no single setting's check sees (``torch/optim/sgd.py``)."""
+    momentum = settings.get("momentum", 0)
+    if settings.get("nesterov") and not momentum > 0:
+        return f"Nesterov momentum requires a momentum > 0 (optimizer.momentum is {momentum})"
+    return None
 
-    holds: Callable[[Mapping[str, Any]], bool]
-    sentence: str
 
-
-#: torch's checks that no single setting's declaration makes (``torch/optim/sgd.py``).
-BASE_RULES: dict[str, tuple[BaseRule, ...]] = {
-    "sgd": (BaseRule(lambda s: not s["nesterov"] or s["momentum"] > 0,
-                     "Nesterov momentum requires a momentum > 0 (optimizer.momentum is {momentum})"),),
-}
+#: What each torch base optimizer needs of the shared settings, as a method's ``requirements``.
+BASE_REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {"sgd": (Requirement(nesterov_without_momentum),)}
 
 
 @cache
@@ -140,7 +140,8 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
     problems = [problem for requirement in (method.requirements if method else ())
                 if (problem := requirement.problem(cfg)) is not None]
     if not (method and method.full_optimizer):           # the base optimizer is used
-        problems += [rule.sentence.format(**cfg) for rule in BASE_RULES.get(base, ()) if not rule.holds(cfg)]
+        problems += [problem for requirement in BASE_REQUIREMENTS.get(base, ())
+                     if (problem := requirement.problem(cfg)) is not None]
         given = sorted(cfg.get("base_kwargs") or {})
         if base in BASE_OPTIMIZERS and given:
             problems.append(f"optimizer.base_kwargs ({', '.join(given)}) is for a timm base; torch's {base} takes "
@@ -156,10 +157,6 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
     if averaging.get("swa_lr") is not None and averaging.get("kind") != "swa":
         raise ConfigError(f"optimizer.averaging.swa_lr ({averaging['swa_lr']!r}) is the SWA learning rate, and "
                           f"optimizer.averaging.kind is {averaging.get('kind')!r}; set kind=swa or swa_lr=null.")
-
-
-#: Shared settings whose keys are free: a timm base's arguments, the scheduled hyperparameters.
-FREE_FORM = ("base_kwargs", "schedules")
 
 
 def flat_keys(cfg: Mapping[str, Any], prefix: str = "") -> list[str]:

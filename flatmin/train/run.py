@@ -257,7 +257,8 @@ def headline(summary: dict[str, Any], run_dir: Path) -> str:
     labels are hidden: the final validation metrics), and where the run is."""
     test = summary.get(rundir.TEST) or {}
     if test:
-        parts = [f"{name} {value:.4f} ({which.replace('_', '-')} model)" for which in (rundir.TEST_OF_BEST_VAL, rundir.TEST_OF_LAST)
+        parts = [f"{name} {value:.4f} ({which.replace('_', '-')} model)"
+                 for which in (rundir.TEST_OF_BEST_VAL, rundir.TEST_OF_LAST)
                  for name, value in (test.get(which) or {}).items() if not name.endswith("/loss")]
     else:
         parts = [f"{name} {value:.4f} (final)" for name, value in (summary.get(rundir.FINAL) or {}).items()
