@@ -25,6 +25,7 @@ from flatmin.data import evaluation_prefixes
 from flatmin.data.metrics import METRICS
 from flatmin.data.task import SMOOTHING_FORMS
 from flatmin.errors import ConfigError
+from flatmin.optim.multipass import METHODS
 from flatmin.optim.settings import check_optimizer_config
 from flatmin.runtime.device import DEVICES
 from flatmin.runtime.precision import PRECISIONS
@@ -143,6 +144,17 @@ def check_monitor(cfg: DictConfig) -> None:
                           f"{', '.join(produced)} (got {cfg.trainer.monitor!r}).")
 
 
+def check_method_batch(cfg: DictConfig) -> None:
+    """What the method needs of a micro-batch (its ``batch_requirements``: bSAM's equal sub-batches,
+    ESAM's selected rows, RWP's halves) against ``dataset.batch_size``: the trainer steps on full
+    micro-batches of that size (per replica under DDP), the last incomplete one of an epoch dropped."""
+    settings = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    method, rows = METHODS.get(settings.get("method")), cfg.dataset.batch_size
+    for requirement in method.batch_requirements if method else ():
+        if (problem := requirement.problem(settings, rows)) is not None:
+            raise ConfigError(f"dataset.batch_size={rows} does not suit optimizer {settings.get('name')!r}: {problem}.")
+
+
 def validate(cfg: DictConfig, prefix: str = "") -> None:
     """Check every value of ``cfg`` that ``RULES`` knows (only the keys starting with ``prefix``,
     when given); raise ``ConfigError`` on the first bad one.
@@ -172,3 +184,5 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         check_monitor(cfg)
     if "optimizer" in cfg and (not prefix or prefix.startswith("optimizer")):
         check_optimizer_config(OmegaConf.to_container(cfg.optimizer, resolve=True))
+        if "dataset" in cfg:
+            check_method_batch(cfg)

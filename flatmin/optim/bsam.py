@@ -37,12 +37,21 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from flatmin.checks import BETAS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, optional
-from flatmin.optim.hyper import Card, Hyper, Requirement
+from flatmin.optim.hyper import BatchRequirement, Card, Hyper, Requirement
 from flatmin.optim.multipass import ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, noise_in_gradients
 
 #: Why a param group's (and so ``optimizer.weight_decay``) must be 0.
 OWN_WEIGHT_DECAY = "bSAM's weight decay is prior_precision/(num_data·data_factor) on every tensor, so weight_decay " \
                    "must be 0"
+
+
+def unequal_split(batch_split: int, rows: int) -> str | None:
+    """Why a batch of ``rows`` rows cannot be cut into ``batch_split`` equal sub-batches, or None."""
+    if rows % batch_split == 0:
+        return None
+    return (f"BSAM: the batch has B={rows} rows, not divisible by batch_split={batch_split}: the sub-batches must "
+            "be equal (the release reshapes the batch into batch_split of them); choose a batch size divisible by "
+            "batch_split")
 
 
 def config_with_weight_decay(settings: Mapping[str, Any]) -> str | None:
@@ -113,6 +122,8 @@ class BSAM(MultiPassOptimizer, key="bsam"):
                                               "it; more than 1 needs the extended closure", structural=True),
     }
     requirements = (Requirement(config_with_weight_decay),)
+    batch_requirements = (BatchRequirement(lambda settings, rows: unequal_split(BSAM.setting(settings, "batch_split"),
+                                                                              rows)),)
     card = Card("bSAM (a full optimizer)", "2 (`2·batch_split` on `B/batch_split` rows each)",
                 "2 (θ, gs; + gp's sum if `batch_split > 1`) + state m, s", "Möllenhoff & Khan, ICLR 2023")
     full_optimizer = True
@@ -163,10 +174,8 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         on it); one that gets none in any chunk is left without a gradient, and so not updated.
         """
         batch_size = self.require_extended_closure(closure)
-        if batch_size % self.batch_split:
-            raise ValueError(f"BSAM: the batch has B={batch_size} rows, not divisible by batch_split="
-                             f"{self.batch_split}: the sub-batches must be equal (the release reshapes the batch "
-                             "into batch_split of them); choose a batch size divisible by batch_split")
+        if (problem := unequal_split(self.batch_split, batch_size)) is not None:
+            raise ValueError(problem)
         everything = self.active(with_grad=False)          # before any pass: all that may get a gradient
         sampled = everything.perturbed
         theta = self.save("theta", sampled.params, sampled.params)

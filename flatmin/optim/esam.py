@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL, Check, is_number
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import BatchRequirement, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, global_norm
 
 #: The release's epsilon in ‖g‖ + ε (SAM's is 1e-12).
@@ -61,6 +61,16 @@ EPS = 1e-7
 SELECT_ALL = 0.99
 
 PROBABILITY = Check(lambda value: is_number(value) and 0 < value <= 1, "a number in (0, 1]")
+
+
+def empty_selection(gamma: float, rows: int) -> str | None:
+    """Why ESAM's second pass would select no row of a batch of ``rows`` (the rows kept are those
+    strictly above the ⌊gamma·B⌋-th largest sharpness), or None; ``gamma >= 0.99`` selects them all."""
+    size = int(rows * gamma)
+    if gamma >= SELECT_ALL or size > 1:
+        return None
+    return (f"ESAM: gamma·B = {gamma}·{rows} selects no row (the rows strictly above the int(gamma·B) = {size}-th "
+            "sharpest are kept); raise gamma or the batch size")
 
 
 class ESAM(MultiPassOptimizer, key="esam"):
@@ -82,6 +92,8 @@ class ESAM(MultiPassOptimizer, key="esam"):
         "gamma": Hyper(0.5, UNIT_INTERVAL, "SDS: the second pass takes the rows above the gamma·B-th sharpest; "
                        ">= 0.99 takes every row and skips the forward-only pass", structural=True),
     }
+    batch_requirements = (BatchRequirement(lambda settings, rows: empty_selection(ESAM.setting(settings, "gamma"),
+                                                                                rows)),)
     replica_state = ("mask",)  # under DDP: the SWP mask, from each replica's own draws
     card = Card("ESAM", "3 (2 + 1 forward-only); 2 with `gamma >= 0.99`", "1 (θ) + the tensor mask (state)",
                 "Du et al., ICLR 2022")
@@ -125,13 +137,10 @@ class ESAM(MultiPassOptimizer, key="esam"):
         return loss
 
     def _selection_size(self, batch_size: int) -> int:
-        """⌊gamma·B⌋, refused when it selects no row (the rows kept are those strictly above the
-        ⌊gamma·B⌋-th largest sharpness)."""
-        size = int(batch_size * self.gamma)
-        if size <= 1:
-            raise ValueError(f"ESAM: gamma·B = {self.gamma}·{batch_size} selects no row (the rows strictly above "
-                             f"the int(gamma·B) = {size}-th sharpest are kept); raise gamma or the batch size")
-        return size
+        """⌊gamma·B⌋, refused when it selects no row (:func:`empty_selection`)."""
+        if (problem := empty_selection(self.gamma, batch_size)) is not None:
+            raise ValueError(problem)
+        return int(batch_size * self.gamma)
 
     def _ascend(self, moved: ActiveParams) -> None:
         """``θ ← θ + g·(rho/(‖g_kept‖ + 1e-7))/beta`` on kept tensors: the masked tensors' g is

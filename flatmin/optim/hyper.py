@@ -6,7 +6,8 @@ lists its hyperparameters in ``hyperparameters``; from that one declaration come
 signature and its checks, the config's validation of ``optimizer.<name>`` (the same sentence), the
 keys ``optimizer.schedules`` may drive, and the settings that tell the config options apart in
 reports (``flatmin/optim/registry.py``). Its ``requirements`` are checked against the whole
-``optimizer`` config before anything is built (``flatmin/optim/settings.py``). Its ``card`` is its
+``optimizer`` config before anything is built (``flatmin/optim/settings.py``), its
+``batch_requirements`` against the batch size too (``flatmin/validation.py``). Its ``card`` is its
 row of the README's method table.
 """
 
@@ -45,6 +46,16 @@ class Requirement:
     what is wrong, as its constructor would refuse it (MSAM needs a base with a first moment)."""
 
     problem: Callable[[Mapping[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class BatchRequirement:
+    """What a method needs of the micro-batches it steps on (bSAM: rows divisible by ``batch_split``),
+    checked from the config (``dataset.batch_size``: the trainer steps on full micro-batches only)
+    before anything is built: ``problem(settings, rows)`` is None when a batch of ``rows`` rows meets
+    it, else the sentence its ``step`` would raise."""
+
+    problem: Callable[[Mapping[str, Any], int], str | None]
 
 
 @dataclass(frozen=True)

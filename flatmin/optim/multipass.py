@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, ClassVar, Iterator
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from flatmin.optim.hyper import Card, Hyper, Requirement
+from flatmin.optim.hyper import BatchRequirement, Card, Hyper, Requirement
 
 Closure = Callable[..., Tensor]
 
@@ -149,6 +150,8 @@ class MultiPassOptimizer(Optimizer):
     #: What it needs of the rest of its optimizer config (the base optimizer, the shared settings),
     #: checked from the config before anything is built (MSAM: a base with a first moment).
     requirements: ClassVar[tuple[Requirement, ...]] = ()
+    #: What it needs of a micro-batch's rows (bSAM: divisible by batch_split), checked with the batch size.
+    batch_requirements: ClassVar[tuple[BatchRequirement, ...]] = ()
     #: Its row of the README's method table.
     card: ClassVar[Card]
     #: Forward+backward passes one ``step`` performs; subclasses set it. A method whose count varies
@@ -161,6 +164,11 @@ class MultiPassOptimizer(Optimizer):
     #: ESAM's mask): they differ between replicas, so the trainer checkpoints every replica's
     #: (:func:`replica_state_dict`).
     replica_state: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def setting(cls, settings: Mapping[str, Any], name: str) -> Any:
+        """Hyperparameter ``name`` as a config's ``settings`` give it, else its declared default."""
+        return settings.get(name, cls.hyperparameters[name].default)
 
     @property
     def mean_passes_per_step(self) -> int | Fraction:

@@ -37,15 +37,25 @@ Cost: 2 passes on half the batch each (lam < 1) or 1 on the whole batch (lam = 1
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import BatchRequirement, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
 
 #: The release's offset in the noise of 1-D tensors, sigma·(‖p‖ + 1e-16).
 EPS = 1e-16
+
+
+def unsplittable(rows: int) -> str | None:
+    """Why a batch of ``rows`` rows cannot be split into RWP's clean and noisy halves, or None."""
+    if rows >= 2:
+        return None
+    return f"RWP: lam < 1 splits the batch into a clean and a noisy half; a batch of {rows} row cannot be split"
 
 
 class RWP(MultiPassOptimizer, key="rwp"):
@@ -68,9 +78,16 @@ class RWP(MultiPassOptimizer, key="rwp"):
         "eta": Hyper(0.0, NON_NEGATIVE, "mARWP: ε /= sqrt(1 + eta·F) per filter; 0: m-RWP (no F)", schedulable=True),
         "beta": Hyper(0.99, UNIT_INTERVAL, "mARWP: F ← beta·F + g1²", schedulable=True),
     }
+    batch_requirements = (BatchRequirement(lambda settings, rows: unsplittable(rows) if RWP.splits(settings)
+                                           else None),)
     replica_state = ("F",)  # under DDP: mARWP's F, from each replica's own gradients
     card = Card("RWP; m-RWP (`lam < 1`); mARWP (`eta > 0`)", "2 on half the batch each; 1 with `lam: 1`",
                 "2 (θ, g0) + F (state) with `eta > 0`", "Li et al., TMLR 2024")
+
+    @classmethod
+    def splits(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether a config's RWP takes a clean half: lam < 1, or lam scheduled (it starts from 0)."""
+        return cls.setting(settings, "lam") < 1 or "lam" in (settings.get("schedules") or {})
 
     def _split(self) -> bool:
         """Whether a clean pass on the first half comes first (some group has lam < 1)."""
@@ -87,9 +104,8 @@ class RWP(MultiPassOptimizer, key="rwp"):
         split = self._split()
         if split:
             batch_size = self.require_extended_closure(closure)
-            if batch_size < 2:
-                raise ValueError(f"RWP: lam < 1 splits the batch into a clean and a noisy half; a batch of "
-                                 f"{batch_size} row cannot be split")
+            if (problem := unsplittable(batch_size)) is not None:
+                raise ValueError(problem)
             clean_rows, noisy_rows = torch.arange(batch_size).tensor_split(2)
             loss = self.take_pass(closure, indices=clean_rows)          # g0 = ∇L_A(θ)
             clean = self.active()

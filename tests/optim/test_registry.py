@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 
 from flatmin.validation import validate
 from flatmin.errors import ConfigError
-from flatmin.optim import METHODS, SAM, build_optimizer, method_label, method_table
+from flatmin.optim import BSAM, ESAM, METHODS, RWP, SAM, build_optimizer, method_label, method_table
 from flatmin.optim.registry import COMMON_BLOCK, options
 from flatmin.optim.settings import SHARED, SHARED_KEYS, flat_keys
 from tests.conftest import ROOT, make_config, run_cli
-from tests.optim.common import batches, closure_for, mlp
+from tests.optim.common import SGD_KWARGS, batches, closure_for, mlp, stepper_for
 
 
 def test_the_readme_method_table_is_the_one_the_declarations_give():
@@ -92,6 +92,22 @@ def test_a_setting_the_method_does_not_declare_or_refuses_is_one_sentence(tmp_pa
     with pytest.raises(ConfigError) as caught:
         validate(make_config(tmp_path, *overrides))
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+@pytest.mark.parametrize(("method", "make", "settings", "rows"), [
+    (BSAM, lambda p: BSAM(p, lr=0.1, num_data=100, batch_split=3), {"batch_split": 3}, 16),
+    (ESAM, lambda p: ESAM(p, torch.optim.SGD, gamma=0.1, **SGD_KWARGS), {"gamma": 0.1}, 16),
+    (RWP, lambda p: RWP(p, torch.optim.SGD, lam=0.5, **SGD_KWARGS), {"lam": 0.5}, 1),
+], ids=["bsam", "esam", "rwp"])
+def test_a_methods_batch_rule_is_the_sentence_its_step_raises(method, make, settings, rows):
+    """What the config check says of a batch (``batch_requirements``) is what the step refuses."""
+    (problem,) = [requirement.problem(settings, rows) for requirement in method.batch_requirements]
+    model = mlp()
+    x, y = batches(1)[0]
+    with pytest.raises(ValueError) as refused:
+        stepper_for(model, make(model.parameters())).step(x[:rows], y[:rows])
+    assert str(refused.value) == problem
+    assert [requirement.problem(settings, 48) for requirement in method.batch_requirements] == [None]
 
 
 def test_the_command_line_refuses_an_undeclared_key_before_work_starts(tmp_path: Path):

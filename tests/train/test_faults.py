@@ -92,6 +92,12 @@ def test_a_loss_past_the_divergence_threshold_stops_the_run(cfg_factory):
     (["dataset.num_classes=5"], "digits has 10 classes but dataset.num_classes is 5"),
     (["dataset.batch_size=5000"], "dataset.batch_size (5000) is larger than the training split (1077 examples)"),
     (["trainer.resume_accept=optimizer.lr"], "trainer.resume_accept must be a list of config keys"),
+    (["optimizer=bsam", "optimizer.batch_split=3"], "dataset.batch_size=64 does not suit optimizer 'bsam': BSAM: the "
+                                                    "batch has B=64 rows, not divisible by batch_split=3"),
+    (["optimizer=esam", "dataset.batch_size=1"], "dataset.batch_size=1 does not suit optimizer 'esam': ESAM: gamma·B = "
+                                                 "0.5·1 selects no row"),
+    (["optimizer=marwp", "dataset.batch_size=1"], "dataset.batch_size=1 does not suit optimizer 'marwp': RWP: lam < 1 "
+                                                  "splits the batch into a clean and a noisy half"),
 ])
 def test_a_slip_is_refused_in_one_sentence_before_training(cfg_factory, overrides, message):
     cfg = cfg_factory("trainer.epochs=1", *overrides)
@@ -99,6 +105,18 @@ def test_a_slip_is_refused_in_one_sentence_before_training(cfg_factory, override
         run(cfg)
     assert str(caught.value).startswith(message), str(caught.value)
     assert not (Path(cfg.paths.output_dir) / rundir.LAST).exists()
+    assert not (Path(cfg.paths.output_dir) / rundir.CONFIG).exists()        # refused before anything is written
+
+
+def test_a_methods_batch_rule_is_one_sentence_and_exit_2_from_the_command_line(tmp_path: Path):
+    """bSAM's sub-batches, checked from the config before work (it used to fail at the first step, with
+    a traceback, after the run directory was written)."""
+    result = run_cli("optimizer=bsam", "optimizer.batch_split=3", f"hydra.run.dir={tmp_path / 'run'}",
+                     log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES["bad input"] and "Traceback" not in result.stderr
+    assert "flatmin: error: dataset.batch_size=64 does not suit optimizer 'bsam': BSAM: the batch has B=64 rows, " \
+           "not divisible by batch_split=3" in result.stderr
+    assert not (tmp_path / "run" / rundir.CONFIG).exists()
 
 
 def test_a_loss_monitor_picks_the_epoch_of_least_validation_loss(cfg_factory):
