@@ -101,20 +101,32 @@ RESUME_MAY_CHANGE = ("paths", "logger", "trainer.resume", "trainer.resume_accept
                      "dataset.num_workers", "dataset.eval_batch_size")
 
 
-def changes_on_resume(saved: dict[str, Any], current: dict[str, Any], accepted: list[str],
-                      checkpoint: Path) -> dict[str, list[Any]]:
+#: Settings a resumed run cannot change even when accepted, and why.
+NOT_CHANGEABLE_ON_RESUME = {"seed": "the random generators continue from the checkpoint's state"}
+
+
+def changes_on_resume(checkpoint: dict[str, Any], current: dict[str, Any], accepted: list[str],
+                      source: Path) -> dict[str, list[Any]]:
     """The settings a resumed run changes, as ``{key: [checkpoint's, now]}``, after checking them:
     a change that alters what is trained stops the run with the keys listed, unless
-    ``trainer.resume_accept`` names them; ``trainer.epochs`` may grow (the LR schedule is then built
-    for the new length from the resumed step on, which the log says)."""
-    before, after = flatten(saved, separator="."), flatten(current, separator=".")
+    ``trainer.resume_accept`` names them (it then takes effect from the resumed step on:
+    ``Trainer.load_state_dict``); ``trainer.epochs`` may grow (the LR schedule is then built
+    for the new length from the resumed step on, which the log says); ``seed`` cannot change."""
+    before, after = flatten(checkpoint["config"], separator="."), flatten(current, separator=".")
     changed = {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after))
                if before.get(key) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE)}
     epochs = changed.pop("trainer.epochs", None)
+    for key, why in NOT_CHANGEABLE_ON_RESUME.items():
+        if key in changed:
+            raise ConfigError(f"{key} cannot change on resume ({changed[key][0]!r} → {changed[key][1]!r}): {why}; "
+                              "resume with the checkpoint's, or start a new run.")
+    if "optimizer.lr" in changed and checkpoint.get("swa_scheduler") is not None:
+        raise ConfigError("optimizer.lr cannot change on resume once the LR schedule has given way to SWALR "
+                          "(optimizer.averaging.swa_lr sets the LR now); resume with the checkpoint's lr.")
     refused = [key for key in changed if key not in accepted]
     if refused:
         listed = ", ".join(f"{key} ({changed[key][0]!r} → {changed[key][1]!r})" for key in refused)
-        raise ConfigError(f"Resuming {checkpoint} with other settings than it was trained with: {listed}; resume with "
+        raise ConfigError(f"Resuming {source} with other settings than it was trained with: {listed}; resume with "
                           f"its settings, or accept the change with trainer.resume_accept=[{','.join(refused)}].")
     if epochs is not None:
         if epochs[1] < epochs[0]:
@@ -154,7 +166,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         parts = assemble(cfg, runtime)
         if cfg.trainer.sharpness:
             select_parameters(parts.module, cfg.trainer.sharpness_params)  # an empty selection fails now
-        changes = changes_on_resume(checkpoint["config"], parts.config, list(cfg.trainer.resume_accept),
+        changes = changes_on_resume(checkpoint, parts.config, list(cfg.trainer.resume_accept),
                                     checkpoint_path) if checkpoint else {}
     except FlatminError as error:
         refuse(cfg, error)

@@ -415,7 +415,11 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any], source: Path, changes: dict[str, list[Any]] | None = None) -> None:
         """Continue from a checkpoint made by :meth:`state_dict` (at an epoch's end or mid-epoch); a
-        mismatch is a ``CheckpointError``. ``changes`` (settings the resume changes) are recorded."""
+        mismatch is a ``CheckpointError``. ``changes`` (settings the resume changes, accepted) are
+        recorded and take effect: what the checkpoint would bring back of them is set anew
+        (:meth:`_apply_accepted`); everything else the run built from its new config already."""
+        built_groups = [{key: value for key, value in group.items() if key != "params"}
+                        for group in self.optimizer.param_groups]        # from the new config, before the load
         if state.get("swa_scheduler") is not None and self.swalr is None:
             if self.swa_schedule is None:
                 raise CheckpointError(f"Checkpoint {source} had switched to SWALR (optimizer.averaging.swa_lr) and "
@@ -434,6 +438,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.swalr is not None:
             self.swalr.load_state_dict(state["swa_scheduler"])
+        self._apply_accepted(changes or {}, built_groups)
         self.hyper_schedule.load_state_dict(state["hyper_schedule"])
         self.stepper.load_state_dict(state["stepper"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
@@ -449,6 +454,23 @@ class Trainer:
         self.samples_seen, self.train_time_s = trainer["samples_seen"], trainer["train_time_s"]
         self.elapsed_s = trainer["elapsed_s"]
         set_rng_state(state["rng"][self.replica.rank % len(state["rng"])])
+
+
+    def _apply_accepted(self, changes: dict[str, list[Any]], built_groups: list[dict[str, Any]]) -> None:
+        """Accepted changes of ``optimizer.<key>`` where ``<key>`` is a param-group value (lr, momentum,
+        weight_decay, betas, a method's hyperparameter): the checkpoint's optimizer state brought back
+        the old values; the new config's, as the build put them in each group, are set again. A new
+        ``lr`` becomes the LR schedule's base, with the schedule's factor at the resumed step."""
+        keys = {key.removeprefix("optimizer.") for key in changes if key.startswith("optimizer.")}
+        groups = self.optimizer.param_groups
+        for group, built in zip(groups, built_groups):
+            group.update({key: built[key] for key in keys & built.keys() - {"lr", "initial_lr"}})
+        if "lr" not in keys:       # (a checkpoint whose LR is SWALR's refuses a new lr: run.changes_on_resume)
+            return
+        self.scheduler.base_lrs = [built["initial_lr"] for built in built_groups]
+        for group, base, factor in zip(groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["initial_lr"], group["lr"] = base, base * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in groups]
 
 
 def monitored_on_test(monitor: str) -> str:

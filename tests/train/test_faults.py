@@ -153,6 +153,8 @@ def finished_run(tmp_path_factory) -> Path:
     (["trainer.resume=auto", "optimizer.lr=0.5"], "with other settings than it was trained with: optimizer.lr "
                                                   "(0.1 → 0.5); resume with its settings, or accept the change with "
                                                   "trainer.resume_accept=[optimizer.lr]."),
+    (["trainer.resume=auto", "seed=1", "trainer.resume_accept=[seed]"],
+     "seed cannot change on resume (0 → 1): the random generators continue from the checkpoint's state"),
 ])
 def test_a_refused_launch_leaves_a_finished_run_byte_identical(finished_run: Path, overrides, message):
     before = digests(finished_run)
@@ -170,6 +172,22 @@ def test_resuming_a_completed_run_does_nothing_and_says_so(finished_run: Path):
     assert "has completed; nothing to do" in result.stdout + result.stderr
     assert "flatmin: completed: test/accuracy" in result.stderr and str(finished_run) in result.stderr
     assert digests(finished_run) == before
+
+
+def test_an_accepted_change_takes_effect_from_the_resume_on(tmp_path: Path):
+    """``trainer.resume_accept`` used to record a new lr and momentum while the optimizer kept the
+    checkpoint's: the resumed epoch must train with the new values, and the summary say so."""
+    run_dir = tmp_path / "run"
+    common = ("scheduler=constant", f"hydra.run.dir={run_dir}")
+    run_cli("trainer.epochs=1", *common, log_dir=tmp_path)
+    run_cli("trainer.epochs=2", *common, "trainer.resume=auto", "optimizer.lr=0.5", "optimizer.momentum=0.5",
+            "trainer.resume_accept=[optimizer.lr,optimizer.momentum]", log_dir=tmp_path)
+    records = [json.loads(line) for line in (run_dir / rundir.METRICS).read_text().splitlines()]
+    assert [record["lr"] for record in records if record["event"] == "epoch"] == [0.1, 0.5]
+    groups = rundir.load_checkpoint(run_dir / rundir.LAST)["optimizer"]["param_groups"]
+    assert {(group["lr"], group["momentum"]) for group in groups} == {(0.5, 0.5)}
+    assert rundir.read_summary(run_dir)[rundir.RESUMES][0]["changes"] == {
+        "optimizer.lr": [0.1, 0.5], "optimizer.momentum": [0.9, 0.5], "trainer.epochs": [1, 2]}
 
 
 def test_a_refused_sweep_job_leaves_its_reason_for_the_report(cfg_factory, tmp_path: Path):
