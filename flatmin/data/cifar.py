@@ -63,21 +63,54 @@ def cifar_files(name: str) -> DatasetFiles:
                                "or run once with network and dataset.download=true")
 
 
-def read_batches(reader: type[CIFAR10], data_dir: str) -> tuple[CIFAR10, CIFAR10]:
-    """The train and test splits; a batch file that does not unpickle is a :class:`DataFormatError`
-    naming it (torchvision's own error does not)."""
+#: Where each CIFAR's batches keep their labels, and how many classes there are.
+LABELS = {"cifar10": ("labels", 10), "cifar100": ("fine_labels", 100)}
+#: One image of a batch's ``data``: the R, G and B planes of 32x32 pixels.
+ROW = 3 * 32 * 32
+
+
+def batch_problem(path: Path, name: str) -> str | None:
+    """What the batch file ``path`` of CIFAR ``name`` does not hold that it must (a dict whose
+    ``data`` is uint8 rows of 3,072 values, one label per row, each a class of the dataset), or
+    None when it holds it all."""
+    label_key, classes = LABELS[name]
     try:
-        return reader(data_dir, train=True), reader(data_dir, train=False)
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as error:
-        folder = Path(data_dir) / reader.base_folder
-        for name, _ in reader.train_list + reader.test_list:
-            try:
-                with open(folder / name, "rb") as file:
-                    pickle.load(file, encoding="latin1")
-            except Exception:
-                raise DataFormatError(f"{folder / name} cannot be read ({type(error).__name__}): it is truncated or "
-                                      "corrupt; download or extract it again.") from error
-        raise
+        with open(path, "rb") as file:
+            entry = pickle.load(file, encoding="latin1")
+    except Exception as error:
+        return f"cannot be read ({type(error).__name__}): it is truncated or corrupt"
+    data = entry.get("data") if isinstance(entry, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == ROW):
+        held = f"{data.dtype} data of shape {data.shape}" if isinstance(data, np.ndarray) else "no data array"
+        return f"holds {held} where CIFAR holds uint8 rows of {ROW:,} values (3 × 32 × 32)"
+    labels = entry.get(label_key)
+    if not isinstance(labels, list) or len(labels) != len(data):
+        return f"holds {len(data)} images and {len(labels) if isinstance(labels, list) else 'no'} {label_key}"
+    outside = [label for label in labels if not isinstance(label, (int, np.integer)) or not 0 <= label < classes]
+    if outside:
+        return f"holds {label_key} outside 0..{classes - 1} (such as {outside[0]!r})"
+    return None
+
+
+def read_batches(reader: type[CIFAR10], name: str, data_dir: str) -> tuple[CIFAR10, CIFAR10]:
+    """The train and test splits; a batch file that does not hold what CIFAR's must (it does not
+    unpickle, or its images, labels or classes are not CIFAR's) is a :class:`DataFormatError`
+    naming the file and what is wrong (torchvision's own errors name neither)."""
+    try:
+        splits = reader(data_dir, train=True), reader(data_dir, train=False)
+        failure: Exception | None = None
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AttributeError, TypeError) as error:
+        splits, failure = None, error
+    if splits is not None and all(split.data.dtype == np.uint8 and split.data.shape[1:] == (32, 32, 3)
+                                  and len(split.targets) == len(split.data)
+                                  and 0 <= min(split.targets) and max(split.targets) < LABELS[name][1]
+                                  for split in splits):
+        return splits
+    folder = Path(data_dir) / reader.base_folder
+    for file_name, _ in reader.train_list + reader.test_list:
+        if (problem := batch_problem(folder / file_name, name)) is not None:
+            raise DataFormatError(f"{folder / file_name} {problem}; download or extract it again.") from failure
+    raise DataFormatError(f"{folder} does not hold CIFAR's batches; download or extract them again.") from failure
 
 
 def build_cifar(cfg: DictConfig) -> DataSplits:
@@ -85,7 +118,7 @@ def build_cifar(cfg: DictConfig) -> DataSplits:
     reader = READERS[cfg.name]
     ensure_present(cifar_files(cfg.name), cfg.data_dir,
                    (lambda: reader(cfg.data_dir, train=True, download=True)) if cfg.download else None)
-    train, test = read_batches(reader, cfg.data_dir)
+    train, test = read_batches(reader, cfg.name, cfg.data_dir)
     images = ImageSet(classes=train.classes, train=Samples.all_of(train, train.targets), val=None,
                       test=Samples.all_of(test, test.targets))
     splits = assemble(images, cfg, *cifar_transforms(cfg))

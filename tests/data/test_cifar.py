@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
+from flatmin import rundir
 from flatmin.data import build_dataset
 from flatmin.data.transforms import Cutout
 from flatmin.errors import DataFormatError
 from flatmin.train import run
-from tests.conftest import make_config
+from tests.conftest import make_config, run_cli
 from tests.data.writers import write_cifar10, write_cifar100
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
@@ -107,3 +109,44 @@ def test_a_damaged_batch_file_is_named_in_the_error(tmp_path: Path, damage: str)
     cfg = make_config(tmp_path / "run", "dataset=cifar10", f"paths.data_dir={tmp_path}", "dataset.download=false")
     with pytest.raises(DataFormatError, match=rf"^{broken} cannot be read \(\w+\): it is truncated or corrupt"):
         build_dataset(cfg.dataset)
+
+
+def damage(tmp_path: Path, how: str) -> Path:
+    """CIFAR-10's batches with ``data_batch_2`` rewritten so that it unpickles but is not CIFAR's."""
+    write_cifar10(tmp_path, per_batch=4, test=4)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    with open(path, "rb") as file:
+        entry = pickle.load(file, encoding="latin1")
+    if how == "shape":
+        entry["data"] = entry["data"][:, :100]
+    elif how == "dtype":
+        entry["data"] = entry["data"].astype(np.float32)
+    elif how == "labels":
+        entry["labels"] = [12] * len(entry["labels"])
+    else:
+        entry["labels"] = entry["labels"][:-1]
+    with open(path, "wb") as file:
+        pickle.dump(entry, file)
+    return path
+
+
+@pytest.mark.parametrize(("how", "problem"), [
+    ("shape", "holds uint8 data of shape (4, 100) where CIFAR holds uint8 rows of 3,072 values (3 × 32 × 32)"),
+    ("dtype", "holds float32 data of shape (4, 3072) where CIFAR holds uint8 rows of 3,072 values (3 × 32 × 32)"),
+    ("labels", "holds labels outside 0..9 (such as 12)"),
+    ("count", "holds 4 images and 3 labels"),
+])
+def test_a_batch_file_that_is_not_cifars_is_named_with_what_is_wrong(tmp_path: Path, how: str, problem: str):
+    broken = damage(tmp_path, how)
+    with pytest.raises(DataFormatError) as caught:
+        cifar(tmp_path, "cifar10")
+    assert str(caught.value) == f"{broken} {problem}; download or extract it again."
+
+
+def test_the_command_line_names_a_malformed_batch_file_before_work(tmp_path: Path):
+    broken = damage(tmp_path, "shape")
+    result = run_cli("dataset=cifar10", f"paths.data_dir={tmp_path}", "dataset.download=false", "trainer.epochs=1",
+                     f"hydra.run.dir={tmp_path / 'run'}", log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES["bad input"] and "Traceback" not in result.stderr
+    assert f"flatmin: error: {broken} holds uint8 data of shape (4, 100)" in result.stderr
+    assert not (tmp_path / "run" / rundir.CONFIG).exists()
