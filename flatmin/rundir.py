@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -112,6 +113,20 @@ def _write_failure(error: BaseException) -> str | None:
         return "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error)).lower()
     if isinstance(error, RuntimeError) and "unexpected pos" in str(error):
         return "it could not be written in full (a full disk, a quota or a file-size limit)"
+    return None
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created and written, or None: a folder is made and removed in its
+    deepest existing ancestor, as creating ``folder`` would need (for root too, on a read-only file
+    system)."""
+    ancestor = next((path for path in (folder, *folder.parents) if path.exists()), Path("/"))
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor))
+    except OSError as error:
+        return f"{ancestor} cannot be written ({(error.strerror or str(error)).lower()})"
     return None
 
 

@@ -2,7 +2,8 @@
 
 Prints the report to stdout; with ``--out`` also writes it (``report.md``, ``report.tex`` or
 ``report.csv`` plus ``not_included.csv``) and the figures there. Failed and unfinished runs are
-listed on stderr as well. Bad input (a path with no runs) ends in one sentence and exit status 2.
+listed on stderr as well. Bad input (a path with no runs, an ``--out`` folder that cannot be written)
+ends in one sentence and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from flatmin import rundir
 from flatmin.errors import FlatminError
 from flatmin.report.plots import write_plots
 from flatmin.report.render import csv_cells, latex, markdown, not_included, not_included_csv
@@ -38,6 +40,9 @@ def command_line() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, read the runs, print (and write) the report. Returns the exit status."""
     args = command_line().parse_args(argv)
+    if args.out and (reason := rundir.unwritable(args.out.absolute())) is not None:
+        print(f"flatmin.report: error: the report cannot be written to {args.out}: {reason}.", file=sys.stderr)
+        return 2
     try:
         runs = find_runs(args.paths)
     except FlatminError as error:

@@ -341,6 +341,26 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path: Path):
     assert not (run_dir / (rundir.BEST + ".tmp")).exists()
 
 
+@pytest.mark.parametrize("where", ["under a file", "procfs"])
+def test_a_run_directory_that_cannot_be_made_is_one_sentence_and_exit_2(tmp_path: Path, where: str):
+    """Hydra makes the run directory before flatmin runs: a log dir it cannot make was Hydra's traceback."""
+    (tmp_path / "a_file").write_text("")
+    log_dir = tmp_path / "a_file" / "logs" if where == "under a file" else Path("/proc/flatmin_logs")
+    result = run_cli("trainer.epochs=1", f"paths.log_dir={log_dir}", log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES["bad input"] and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"flatmin: error: the run directory {log_dir}/runs/") and "cannot be made" in line
+
+
+def test_a_report_folder_that_cannot_be_written_is_one_sentence_and_exit_2(finished_run: Path, tmp_path: Path):
+    (tmp_path / "a_file").write_text("")
+    result = subprocess.run([sys.executable, "-m", "flatmin.report", str(finished_run), "--out",
+                             str(tmp_path / "a_file" / "report")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"flatmin.report: error: the report cannot be written to "
+                                     f"{tmp_path / 'a_file' / 'report'}: {tmp_path / 'a_file'} is a file.")
+
+
 def test_an_online_wandb_run_without_a_login_is_refused_before_work(cfg_factory, monkeypatch, tmp_path: Path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))              # no ~/.netrc
