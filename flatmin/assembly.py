@@ -27,7 +27,7 @@ from flatmin.data import DataSplits, Loaders, build_dataset, make_loaders
 from flatmin.data.task import Task
 from flatmin.errors import ConfigError
 from flatmin.models import build_model
-from flatmin.optim import HyperparameterSchedule, build_hyper_schedule, build_optimizer
+from flatmin.optim import HyperparameterSchedule, WeightAveraging, build_hyper_schedule, build_optimizer
 from flatmin.optim.lr_schedule import SwaSchedule, build_scheduler, build_swa_schedule, final_lr_factor
 from flatmin.runtime import Runtime
 from flatmin.step import Stepper
@@ -85,6 +85,16 @@ def epochs_within_budget(cfg: Mapping[str, Any], optimizer: Optimizer) -> int:
     return max(1, int(budget // getattr(optimizer, "mean_passes_per_step", 1)))
 
 
+def check_averaging_starts(optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> None:
+    """A weight average whose first update (after base step ``start + every``) comes after the run's
+    last step would leave the training weights evaluated as if averaged: a :class:`ConfigError`."""
+    if isinstance(optimizer, WeightAveraging) and optimizer.start + optimizer.every > steps_per_epoch * epochs:
+        raise ConfigError(f"optimizer.averaging would average nothing: its first update comes after base step "
+                          f"{optimizer.start + optimizer.every} and the run takes {steps_per_epoch * epochs} steps "
+                          f"({epochs} × {steps_per_epoch}); lower optimizer.averaging.start or every, or train "
+                          "longer.")
+
+
 @dataclass
 class Parts:
     """A run's parts, each built once by :func:`assemble`. ``module`` is the user's network (its
@@ -138,6 +148,11 @@ def assemble(cfg: DictConfig, runtime: Runtime) -> Parts:
         raise ConfigError(f"dataset.batch_size ({cfg.dataset.batch_size}) is larger than the training split "
                           f"({len(splits.train)} examples{shared}), so an epoch has no full batch; lower "
                           "dataset.batch_size.")
+    micro_batches = settings.micro_batches_per_epoch(len(loaders.train))
+    if settings.accumulate_grad_batches > micro_batches:
+        raise ConfigError(f"trainer.accumulate_grad_batches ({settings.accumulate_grad_batches}) is more than the "
+                          f"{micro_batches} micro-batches of an epoch, so every epoch would take one shortened step; "
+                          "lower it to at most that.")
     steps_per_epoch = settings.steps_per_epoch(len(loaders.train))
     task = Task.from_config(cfg.dataset)
     module = build_model(cfg.model)
@@ -146,6 +161,7 @@ def assemble(cfg: DictConfig, runtime: Runtime) -> Parts:
                                settings.accumulate_grad_batches, settings.grad_clip_norm,
                                train_size=len(splits.train), steps_per_epoch=steps_per_epoch)
     epochs = epochs_within_budget(trainer, stepper.optimizer)
+    check_averaging_starts(stepper.optimizer, steps_per_epoch, epochs)
     lr_schedule = build_scheduler(cfg.scheduler, stepper.optimizer, steps_per_epoch, epochs)
     hyper_schedule = build_hyper_schedule(cfg.optimizer, stepper.optimizer, steps_per_epoch * epochs,
                                           final_lr_factor(cfg.scheduler, steps_per_epoch, epochs), steps_per_epoch)

@@ -154,6 +154,9 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"optimizer {name!r} ({built}) refuses these settings: {problems[0]}.")
     check_rho_min(cfg)
     averaging = cfg.get("averaging") or {}
+    if averaging.get("kind") == "ema" and averaging.get("decay") == 1:
+        raise ConfigError("optimizer.averaging.decay=1 keeps the EMA at its first copy (the weights at its start), "
+                          "which would then be evaluated as the average; use a decay below 1.")
     if averaging.get("swa_lr") is not None and averaging.get("kind") != "swa":
         raise ConfigError(f"optimizer.averaging.swa_lr ({averaging['swa_lr']!r}) is the SWA learning rate, and "
                           f"optimizer.averaging.kind is {averaging.get('kind')!r}; set kind=swa or swa_lr=null.")

@@ -98,6 +98,13 @@ def test_a_loss_past_the_divergence_threshold_stops_the_run(cfg_factory):
                                                  "0.5·1 selects no row"),
     (["optimizer=marwp", "dataset.batch_size=1"], "dataset.batch_size=1 does not suit optimizer 'marwp': RWP: lam < 1 "
                                                   "splits the batch into a clean and a noisy half"),
+    (["optimizer.averaging.kind=ema", "optimizer.averaging.start=50", "optimizer.averaging.interval=epoch"],
+     "optimizer.averaging would average nothing: its first update comes after base step 816 and the run takes 16 "
+     "steps (1 × 16)"),
+    (["optimizer.averaging.kind=ema", "optimizer.averaging.decay=1"], "optimizer.averaging.decay=1 keeps the EMA at "
+                                                                      "its first copy"),
+    (["trainer.accumulate_grad_batches=32"], "trainer.accumulate_grad_batches (32) is more than the 16 micro-batches "
+                                             "of an epoch"),
 ])
 def test_a_slip_is_refused_in_one_sentence_before_training(cfg_factory, overrides, message):
     cfg = cfg_factory("trainer.epochs=1", *overrides)
