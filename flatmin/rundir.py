@@ -182,6 +182,27 @@ def status(path: Path) -> str:
     return UNFINISHED if summary is None else summary.get(STATUS, UNFINISHED)
 
 
+def in_use(path: Path, holder: str) -> RunDirError:
+    """The sentence for a run directory another live process holds."""
+    return RunDirError(f"Run directory {path} is in use by {holder}; wait for it to end, or give this run another "
+                       "directory.")
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the run directory's lock (``process <pid>``), or None when no live process does."""
+    lock = Path(path) / LOCK
+    if not lock.is_file():
+        return None
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold the run directory's lock for the duration; a directory another live process holds is a
@@ -195,8 +216,7 @@ def locked(path: Path) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunDirError(f"Run directory {path} is in use by {holder}; wait for it to end, or give this run "
-                          "another directory.") from None
+        raise in_use(path, holder) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"process {os.getpid()}")

@@ -81,6 +81,8 @@ def plan_run(cfg: DictConfig, guard: bool = True) -> tuple[Path, Path | None]:
     """
     run_dir, resume = run_directory(cfg), cfg.trainer.resume
     if resume is None:
+        if guard and (holder := rundir.lock_holder(run_dir)) is not None:
+            raise rundir.in_use(run_dir, holder)
         if guard and rundir.holds_run(run_dir):
             raise rundir.RunDirError(
                 f"{run_dir} already holds a run (status {rundir.status(run_dir)}); continue it with "

@@ -215,6 +215,9 @@ def test_a_second_process_on_a_run_directory_in_use_is_refused(tmp_path: Path):
                          check=False)
         assert second.returncode == 2
         assert f"flatmin: error: Run directory {run_dir} is in use by process {first.pid}" in second.stderr
+        plain = run_cli("trainer.epochs=30", f"hydra.run.dir={run_dir}", log_dir=tmp_path, check=False)
+        assert plain.returncode == 2             # not told to resume a run that is running
+        assert f"flatmin: error: Run directory {run_dir} is in use by process {first.pid}" in plain.stderr
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=300)
