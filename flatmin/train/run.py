@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -38,11 +39,12 @@ def hydra_context() -> dict[str, Any]:
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return {"name": None, "group": None, "choices": {}, "multirun": False}
+        return {"name": None, "group": None, "choices": {}, "multirun": False, "single": False}
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
     return {
         "multirun": multirun,
+        "single": not multirun,
         "name": f"{Path(hydra.sweep.dir).name}-{hydra.job.num}" if multirun else Path(hydra.runtime.output_dir).name,
         "group": Path(hydra.sweep.dir).name if multirun else None,
         "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
@@ -140,12 +142,20 @@ def changes_on_resume(checkpoint: dict[str, Any], current: dict[str, Any], accep
 
 
 def refuse(cfg: DictConfig, error: FlatminError) -> None:
-    """Leave a refused launch's reason where a report finds it, in a directory holding no run (a
-    sweep's job directory); a directory holding a run is not touched."""
+    """What a refused launch leaves in its directory, which holds no run (a directory holding one is not
+    touched). A single launch leaves nothing: the directory Hydra made for it, holding only Hydra's own
+    files (``.hydra/``, the log), is removed, so that no report counts a run that never was. A sweep's
+    job (or a run outside Hydra) leaves its reason in ``summary.json``, for the sweep's list and the report."""
     output_dir = Path(cfg.paths.output_dir)
-    if output_dir.is_dir() and not rundir.holds_run(output_dir):
-        rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
-                          output_dir / rundir.SUMMARY)
+    if not output_dir.is_dir() or rundir.holds_run(output_dir):
+        return
+    made_by_hydra = (output_dir / ".hydra").is_dir() and all(
+        path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())
+    if hydra_context()["single"] and made_by_hydra:
+        shutil.rmtree(output_dir)
+        return
+    rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
+                      output_dir / rundir.SUMMARY)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

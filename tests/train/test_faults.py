@@ -197,6 +197,14 @@ def test_an_accepted_change_takes_effect_from_the_resume_on(tmp_path: Path):
         "optimizer.lr": [0.1, 0.5], "optimizer.momentum": [0.9, 0.5], "trainer.epochs": [1, 2]}
 
 
+def test_a_refused_single_launch_leaves_no_run_directory(tmp_path: Path):
+    """A refused launch used to leave Hydra's directory with a failed summary, which the report counted."""
+    result = run_cli("optimizer.lr=-1", log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES["bad input"]
+    assert "flatmin: error: optimizer.lr must be a number > 0 (got -1)." in result.stderr
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 def test_a_refused_sweep_job_leaves_its_reason_for_the_report(cfg_factory, tmp_path: Path):
     cfg = cfg_factory("optimizer.lr=-1")
     Path(cfg.paths.output_dir).mkdir(parents=True)          # Hydra made the job's directory
