@@ -4,14 +4,26 @@ import hydra
 from omegaconf import DictConfig
 
 import flatmin.train
+from flatmin import rundir
 from flatmin.runtime.distributed import share_run_dir_under_torchrun
+
+#: Whether Hydra composed a config and started a job: until then, Hydra's exit status 1 is its
+#: refusal of the command line (a misspelt key, an unknown option), which is bad input.
+job_started = False
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    global job_started
+    job_started = True
     return flatmin.train.main(cfg)
 
 
 if __name__ == "__main__":
     share_run_dir_under_torchrun()   # torchrun: one run directory for all ranks, written by rank 0
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1 and not job_started:
+            raise SystemExit(rundir.EXIT_CODES["bad input"]) from None
+        raise

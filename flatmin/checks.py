@@ -42,11 +42,18 @@ UNIT_INTERVAL = Check(lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1
 POSITIVE_INT = Check(lambda v: is_int(v) and v > 0, "a positive integer")
 NON_NEGATIVE_INT = Check(lambda v: is_int(v) and v >= 0, "a non-negative integer")
 BOOLEAN = Check(lambda v: isinstance(v, bool), "true or false")
+TEXT = Check(lambda v: isinstance(v, str) and v != "", "a non-empty string")
 #: Adam's ``betas`` (and bSAM's): the decays of its two moments.
 BETAS = Check(lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2
               and all(FRACTION(b) for b in v),
               "two numbers in [0, 1)")
 MAPPING = Check(lambda v: isinstance(v, Mapping), "a mapping")
+
+
+def list_of(check: Check, requirement: str) -> Check:
+    """A list (or tuple) whose every item ``check`` accepts."""
+    return Check(lambda value: isinstance(value, Sequence) and not isinstance(value, str)
+                 and all(check(item) for item in value), requirement)
 
 
 def one_of(*choices: str, requirement: str | None = None) -> Check:

@@ -1,8 +1,9 @@
 """Validation of a composed configuration, before any work starts; it builds nothing.
 
-Hydra already rejects unknown group options (listing the valid ones) and unknown keys. What it
-cannot know is which *values* make sense; :func:`validate` checks them against the table
-``RULES`` and the ``optimizer`` section against the declarations of the shared settings and of its
+Hydra already rejects unknown group options (listing the valid ones) and unknown keys, except the
+ones added with ``+``. What it cannot know is which *values* make sense; :func:`validate` checks
+every key against the table ``RULES`` (which declares them all: a key without a rule is refused)
+and the ``optimizer`` section against the declarations of the shared settings and of its
 method (:func:`flatmin.optim.settings.check_optimizer_config`), and raises
 :class:`~flatmin.errors.ConfigError` with one sentence naming the key. A rule whose key is absent
 from the config (``dataset.augment.cutout`` under ``dataset=digits``) is skipped, so one table
@@ -19,12 +20,13 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from flatmin.checks import (BOOLEAN, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
-                            UNIT_INTERVAL, Check, is_number, one_of, optional)
-from flatmin.data import evaluation_prefixes
+from flatmin.checks import (BOOLEAN, FRACTION, MAPPING, NON_NEGATIVE, NON_NEGATIVE_INT, NUMBER, POSITIVE,
+                            POSITIVE_INT, TEXT, UNIT_INTERVAL, Check, is_number, list_of, one_of, optional)
+from flatmin.data import DATASETS, GLUE_TASKS, evaluation_prefixes
 from flatmin.data.metrics import METRICS
 from flatmin.data.task import SMOOTHING_FORMS
 from flatmin.errors import ConfigError
+from flatmin.models.wide_resnet import INITS
 from flatmin.optim.multipass import METHODS
 from flatmin.optim.settings import check_optimizer_config
 from flatmin.runtime.device import DEVICES
@@ -55,6 +57,9 @@ RESUME_TARGET = Check(lambda value: value is None or value == "auto"
                       or (isinstance(value, str) and Path(value).exists()),
                       "null, auto, or the path of an existing checkpoint or run directory")
 NUM_WORKERS = Check(lambda value: value == "auto" or NON_NEGATIVE_INT(value), "auto or a non-negative integer")
+SPLIT_NAMES = Check(lambda value: MAPPING(value) and len(value) > 0 and all(TEXT(name) for name in value.values()),
+                    "a mapping of metric prefixes to split names")
+WANDB_MODE = one_of("offline", "online", "disabled")
 
 
 @dataclass(frozen=True)
@@ -63,35 +68,89 @@ class Rule:
     check: Check
 
 
+#: Every setting of every config group but ``optimizer`` (declared in :mod:`flatmin.optim.settings` and
+#: by each method) and ``hydra``: :func:`validate` refuses a key that no rule covers (a rule on a
+#: mapping covers its keys), so nothing typed on the command line is passed on unchecked.
 RULES: tuple[Rule, ...] = (
     Rule("seed", NON_NEGATIVE_INT),
+    Rule("paths.data_dir", TEXT),
+    Rule("paths.log_dir", TEXT),
+    Rule("paths.output_dir", TEXT),
+    Rule("dataset.name", one_of(*sorted(DATASETS))),
+    Rule("dataset.data_dir", TEXT),
+    Rule("dataset.download", BOOLEAN),
+    Rule("dataset.num_classes", POSITIVE_INT),
+    Rule("dataset.in_channels", POSITIVE_INT),
+    Rule("dataset.image_size", POSITIVE_INT),
+    Rule("dataset.resize", POSITIVE_INT),
+    Rule("dataset.normalize.mean", list_of(NUMBER, "a list of numbers, one per input channel")),
+    Rule("dataset.normalize.std", list_of(POSITIVE, "a list of numbers > 0, one per input channel")),
     Rule("dataset.batch_size", POSITIVE_INT),
     Rule("dataset.eval_batch_size", POSITIVE_INT),
     Rule("dataset.loader", one_of("auto", "gpu", "torch")),
     Rule("dataset.num_workers", NUM_WORKERS),
     Rule("dataset.task", one_of("classification", "regression", requirement="classification or regression")),
     Rule("dataset.metrics", METRIC_LIST),
+    Rule("dataset.eval_splits", SPLIT_NAMES),
     Rule("dataset.split.val_fraction", FRACTION),
     Rule("dataset.split.test_fraction", Check(lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)")),
+    Rule("dataset.split.seed", NON_NEGATIVE_INT),
+    Rule("dataset.split.train_per_class", POSITIVE_INT),
+    Rule("dataset.split.val_per_class", POSITIVE_INT),
+    Rule("dataset.split.test_per_class", POSITIVE_INT),
+    Rule("dataset.label_noise", optional(MAPPING)),
     Rule("dataset.label_noise.rate", FRACTION),
     Rule("dataset.label_noise.mode", one_of("symmetric", "asymmetric", requirement="symmetric or asymmetric")),
+    Rule("dataset.label_noise.seed", NON_NEGATIVE_INT),
+    Rule("dataset.augment.crop_flip", BOOLEAN),
     Rule("dataset.augment.policy", one_of(None, "autoaugment", "randaugment",
                                           requirement="null, autoaugment or randaugment")),
     Rule("dataset.augment.cutout", Check(NON_NEGATIVE_INT, "a non-negative integer (pixels)")),
     Rule("dataset.augment.cutout_probability", UNIT_INTERVAL),
+    Rule("dataset.task_name", one_of(*GLUE_TASKS)),
+    Rule("dataset.text_columns", Check(lambda v: list_of(TEXT, "")(v) and len(v) in (1, 2),
+                                       "a list of one or two column names")),
+    Rule("dataset.hub", TEXT),
+    Rule("dataset.tokenizer", TEXT),
     Rule("dataset.max_length", POSITIVE_INT),
+    # model: the keyword arguments of the class or factory its _target_ names (flatmin.models)
+    Rule("model._target_", TEXT),
+    Rule("model.num_classes", POSITIVE_INT),
+    Rule("model.num_labels", POSITIVE_INT),
+    Rule("model.in_channels", POSITIVE_INT),
+    Rule("model.depth", POSITIVE_INT),
+    Rule("model.widen_factor", POSITIVE_INT),
+    Rule("model.widths", Check(lambda v: list_of(POSITIVE_INT, "")(v) and len(v) > 0,
+                               "a non-empty list of positive integers")),
+    Rule("model.alpha", POSITIVE),
+    Rule("model.bottleneck", BOOLEAN),
+    Rule("model.shakedrop_final_survival", optional(Check(lambda v: is_number(v) and 0 < v <= 1,
+                                                          "a number in (0, 1]"))),
+    Rule("model.dropout", FRACTION),
+    Rule("model.drop_rate", FRACTION),
+    Rule("model.init", one_of(*INITS)),
+    Rule("model.name", TEXT),
+    Rule("model.name_or_path", TEXT),
+    Rule("model.pretrained", Check(lambda v: isinstance(v, bool) or TEXT(v),
+                                   "true, false or the path of a weights file")),
     Rule("trainer.epochs", POSITIVE_INT),
     Rule("trainer.budget_passes", optional(POSITIVE_INT)),
     Rule("trainer.device", DEVICE),
     Rule("trainer.precision", one_of("auto", *PRECISIONS)),
+    Rule("trainer.channels_last", BOOLEAN),
+    Rule("trainer.compile", BOOLEAN),
     Rule("trainer.compile_mode", one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")),
+    Rule("trainer.compile_backend", TEXT),
     Rule("trainer.accumulate_grad_batches", POSITIVE_INT),
     Rule("trainer.grad_clip_norm", optional(POSITIVE)),
     Rule("trainer.label_smoothing", FRACTION),
     Rule("trainer.label_smoothing_form", one_of(*SMOOTHING_FORMS)),
+    Rule("trainer.deterministic", BOOLEAN),
+    Rule("trainer.monitor", TEXT),
     Rule("trainer.monitor_mode", one_of("auto", "min", "max")),
     Rule("trainer.divergence_threshold", optional(Check(lambda v: POSITIVE(v) and v > 1, "a number > 1"))),
     Rule("trainer.log_every_n_steps", POSITIVE_INT),
+    Rule("trainer.progress_bar", BOOLEAN),
     Rule("trainer.limit_train_batches", optional(POSITIVE_INT)),
     Rule("trainer.limit_eval_batches", optional(POSITIVE_INT)),
     Rule("trainer.test_every_epoch", BOOLEAN),
@@ -122,6 +181,12 @@ RULES: tuple[Rule, ...] = (
     Rule("scheduler.interval", one_of("step", "epoch")),
     Rule("scheduler.milestones", optional(Check(lambda v: isinstance(v, (list, ListConfig)) and all(
         is_number(f) and 0 < f < 1 for f in v), "a list of fractions of the run in (0, 1)"))),
+    Rule("logger.wandb", optional(MAPPING)),
+    Rule("logger.wandb.project", TEXT),
+    Rule("logger.wandb.entity", optional(TEXT)),
+    Rule("logger.wandb.mode", WANDB_MODE),
+    Rule("logger.wandb.group", optional(TEXT)),
+    Rule("logger.wandb.tags", list_of(TEXT, "a list of tags")),
 )
 
 
@@ -155,9 +220,29 @@ def check_method_batch(cfg: DictConfig) -> None:
             raise ConfigError(f"dataset.batch_size={rows} does not suit optimizer {settings.get('name')!r}: {problem}.")
 
 
+#: Config sections declared elsewhere: the optimizer's settings (flatmin.optim.settings and each
+#: method's hyperparameters) and Hydra's own.
+DECLARED_ELSEWHERE = ("optimizer", "hydra")
+
+
+def undeclared_keys(container: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys of a resolved config (dotted) that no rule covers, outside ``DECLARED_ELSEWHERE``."""
+    covered = {rule.key for rule in RULES}
+    found = []
+    for key, value in container.items():
+        dotted = f"{prefix}{key}"
+        if dotted in covered or dotted in DECLARED_ELSEWHERE:
+            continue
+        if isinstance(value, dict):
+            found += undeclared_keys(value, f"{dotted}.")
+        else:
+            found.append(dotted)
+    return found
+
+
 def validate(cfg: DictConfig, prefix: str = "") -> None:
-    """Check every value of ``cfg`` that ``RULES`` knows (only the keys starting with ``prefix``,
-    when given); raise ``ConfigError`` on the first bad one.
+    """Check every value of ``cfg`` against ``RULES`` (only the keys starting with ``prefix``, when
+    given), a key no rule declares included; raise ``ConfigError`` on the first bad one.
 
     The message is one sentence: the key, what it must be, and the value it got. Interpolations
     are resolved first, so ``${...}`` values are checked as the run will see them; one that does
@@ -165,11 +250,14 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
     tokenizer) is reported the same way.
     """
     try:
-        OmegaConf.to_container(cfg, resolve=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
         reason = str(error).splitlines()[0].rstrip(".")
         raise ConfigError(f"{error.full_key} could not be resolved ({reason}); choose config options that fit "
                           "together (e.g. model=bert for the GLUE datasets).") from error
+    for key in (key for key in undeclared_keys(resolved) if key.startswith(prefix)):
+        raise ConfigError(f"{key} is not a setting flatmin knows, so nothing would read it; check its spelling "
+                          "(python train.py --cfg job lists the settings).")
     for rule in (rule for rule in RULES if rule.key.startswith(prefix)):
         try:
             value = OmegaConf.select(cfg, rule.key, default=_MISSING, throw_on_missing=False)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from flatmin.validation import validate
+from flatmin.validation import undeclared_keys, validate
 from flatmin.data import DATASETS, build_dataset
 from flatmin.errors import ConfigError
 from flatmin.models import build_model
@@ -74,6 +75,16 @@ def test_an_image_model_on_a_text_dataset_is_one_sentence(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"^dataset.tokenizer could not be resolved \(Interpolation key "
                                           r"'model.name_or_path' not found\); choose config options that fit"):
         validate(make_config(tmp_path, "dataset=glue/sst2"))
+
+
+def test_every_key_of_every_option_has_a_declared_type(tmp_path: Path):
+    """Issue 20: a key without a rule would pass whatever was typed (``trainer.channels_last=maybe`` is
+    truthy), so every option of every group, and every experiment, holds only declared keys."""
+    for group in ("dataset", "model", "scheduler", "trainer", "logger", "paths", "experiment"):
+        for option in options(group):
+            model = ["model=bert"] if option.startswith("glue/") else []
+            cfg = make_config(tmp_path, f"{group}={option}", *model)
+            assert undeclared_keys(OmegaConf.to_container(cfg, resolve=True)) == [], f"{group}={option}"
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -142,6 +153,25 @@ INVALID = [
     (["optimizer.averaging.kind=ema", "optimizer.averaging.swa_lr=0.05"],
      "optimizer.averaging.swa_lr (0.05) is the SWA learning rate, and optimizer.averaging.kind is 'ema'; set "
      "kind=swa or swa_lr=null."),
+    (["trainer.channels_last=maybe"], "trainer.channels_last must be true or false (got 'maybe')."),
+    (["trainer.deterministic=1"], "trainer.deterministic must be true or false (got 1)."),
+    (["trainer.progress_bar=no_"], "trainer.progress_bar must be true or false (got 'no_')."),
+    (["dataset=cifar10", "dataset.augment.crop_flip=false_"],
+     "dataset.augment.crop_flip must be true or false (got 'false_')."),
+    (["dataset=cifar10", "dataset.download=maybe"], "dataset.download must be true or false (got 'maybe')."),
+    (["dataset=cifar10", "dataset.normalize.std=[0.2,0,0.2]"],
+     "dataset.normalize.std must be a list of numbers > 0, one per input channel (got [0.2, 0, 0.2])."),
+    (["dataset.split.seed=-1"], "dataset.split.seed must be a non-negative integer (got -1)."),
+    (["model=pyramidnet110", "model.bottleneck=maybe"], "model.bottleneck must be true or false (got 'maybe')."),
+    (["model.dropout=1.0"], "model.dropout must be a number in [0, 1) (got 1.0)."),
+    (["model.widths=[32,0]"], "model.widths must be a non-empty list of positive integers (got [32, 0])."),
+    (["model=wrn16_8", "model.init=he"], "model.init must be one of official, davda54, sam_jax (got 'he')."),
+    (["logger=wandb", "logger.wandb.mode=offlne"],
+     "logger.wandb.mode must be one of offline, online, disabled (got 'offlne')."),
+    (["+trainer.epoch=3"], "trainer.epoch is not a setting flatmin knows, so nothing would read it; check its "
+     "spelling (python train.py --cfg job lists the settings)."),
+    (["+dataset.augment.mixup=0.2"], "dataset.augment.mixup is not a setting flatmin knows, so nothing would read "
+     "it; check its spelling (python train.py --cfg job lists the settings)."),
     (["trainer.resume=/no/such/checkpoint.pt"],
      "trainer.resume must be null, auto, or the path of an existing checkpoint or run directory "
      "(got '/no/such/checkpoint.pt')."),
@@ -158,7 +188,7 @@ def test_invalid_values_give_one_sentence(tmp_path: Path, overrides: list[str], 
 @pytest.mark.parametrize(("overrides", "key"), [(["optimizer.lr=-1"], "optimizer.lr"),
                                                 (["optimizer=sam", "optimizer.rho=-1"], "optimizer.rho"),
                                                 (["trainer.epochs=0"], "trainer.epochs"),
-                                                (["dataset.batch_size=0"], "dataset.batch_size"),
+                                                (["trainer.channels_last=maybe"], "trainer.channels_last"),
                                                 (["optimizer.averaging.every=0"], "optimizer.averaging.every")])
 def test_command_line_exits_nonzero_with_the_sentence(tmp_path: Path, overrides: list[str], key: str):
     result = run_cli(*overrides, log_dir=tmp_path, check=False)
@@ -171,7 +201,14 @@ def test_command_line_exits_nonzero_with_the_sentence(tmp_path: Path, overrides:
 
 def test_unknown_option_lists_the_valid_ones(tmp_path: Path):
     result = run_cli("optimizer=nosuch", log_dir=tmp_path, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2                     # refused input (README, "When things go wrong")
     assert "Could not find 'optimizer/nosuch'" in result.stderr
     for option in options("optimizer"):
         assert option in result.stderr
+
+
+def test_a_misspelt_key_that_hydra_refuses_exits_2_like_any_refused_input(tmp_path: Path):
+    result = run_cli("trainer.epoch=3", log_dir=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "Could not override 'trainer.epoch'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

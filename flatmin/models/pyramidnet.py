@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx
 
+from flatmin.errors import ConfigError
+
 
 def per_example_uniform(batch: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """One draw from U[low, high] per example of ``batch``, shaped to broadcast over the rest."""
@@ -103,7 +105,7 @@ class PyramidNet(nn.Module):
         super().__init__()
         layers_per_block = 9 if bottleneck else 6
         if (depth - 2) % layers_per_block:
-            raise ValueError(f"PyramidNet depth must be {layers_per_block}n + 2 with "
+            raise ConfigError(f"model.depth of a PyramidNet must be {layers_per_block}n + 2 with "
                              f"{'bottleneck' if bottleneck else 'basic'} blocks (got {depth}).")
         per_stage = (depth - 2) // layers_per_block
         total_blocks = 3 * per_stage

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flatmin.errors import ConfigError
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN) shortcut; ReLU after the sum."""
@@ -75,7 +77,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         if depth not in DEPTHS:
-            raise ValueError(f"CifarResNet depth must be one of {sorted(DEPTHS)} (got {depth}).")
+            raise ConfigError(f"model.depth of a CifarResNet must be one of {sorted(DEPTHS)} (got {depth}).")
         block, counts = DEPTHS[depth]
         self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)

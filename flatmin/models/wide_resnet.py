@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from flatmin.errors import ConfigError
 from flatmin.models.preact_resnet import PreActResNet
 
 
@@ -25,9 +26,9 @@ def wide_resnet(depth: int, widen_factor: int, num_classes: int, in_channels: in
                 dropout: float = 0.0, init: str = "official") -> PreActResNet:
     """WRN-``depth``-``widen_factor`` for 32x32 inputs; ``depth`` = 6n + 4; ``init`` one of ``INITS``."""
     if (depth - 4) % 6:
-        raise ValueError(f"wide_resnet depth must be 6n + 4 (got {depth}).")
+        raise ConfigError(f"model.depth of a wide ResNet must be 6n + 4 (got {depth}).")
     if init not in INITS:
-        raise ValueError(f"wide_resnet init must be one of {', '.join(INITS)} (got {init!r}).")
+        raise ConfigError(f"model.init must be one of {', '.join(INITS)} (got {init!r}).")
     model = PreActResNet(num_classes, in_channels, stem_width=16,
                          widths=(16 * widen_factor, 32 * widen_factor, 64 * widen_factor),
                          blocks_per_stage=(depth - 4) // 6, dropout=dropout)

@@ -109,6 +109,17 @@ def test_parameter_counts_match_the_published_ones(tmp_path: Path, name: str, pu
     assert millions(build_model(cfg.model)) == published
 
 
+@pytest.mark.parametrize(("overrides", "sentence"), [
+    (("model=wrn16_8", "model.depth=17"), "model.depth of a wide ResNet must be 6n + 4 (got 17)."),
+    (("model=pyramidnet110", "model.depth=111"), "model.depth of a PyramidNet must be 6n + 2 with basic blocks (got 111)."),
+    (("model=resnet18", "model.depth=19"), "model.depth of a CifarResNet must be one of [18, 34, 50] (got 19)."),
+])
+def test_a_depth_the_architecture_cannot_have_is_one_sentence(tmp_path: Path, overrides, sentence: str):
+    with pytest.raises(ConfigError) as caught:
+        build_model(make_config(tmp_path, *overrides, "dataset=cifar10").model)
+    assert str(caught.value) == sentence
+
+
 def test_wide_resnet_dropout_option(tmp_path: Path):
     cfg = make_config(tmp_path, "model=wrn16_8", "dataset=cifar10", "model.dropout=0.3")
     dropouts = [m.p for m in build_model(cfg.model).modules() if isinstance(m, torch.nn.Dropout)]
