@@ -165,6 +165,12 @@ def load_checkpoint(path: Path, required: tuple[str, ...] = CHECKPOINT_KEYS) -> 
     return state
 
 
+def resumed_run_dir(target: str | Path) -> Path:
+    """The run directory of a ``trainer.resume`` path: the directory itself, or a checkpoint's folder."""
+    path = Path(target)
+    return path if path.is_dir() else path.parent
+
+
 def holds_run(path: Path) -> bool:
     """Whether ``path`` holds a run (any of :data:`RUN_FILES`)."""
     return any((Path(path) / name).exists() for name in RUN_FILES)

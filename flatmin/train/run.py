@@ -26,6 +26,7 @@ from flatmin.runtime.distributed import replica_seed
 from flatmin.sharpness import measure_run, select_parameters
 from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
+from flatmin.train.resume_in_place import RESUME_RECORDS
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer
 from flatmin.validation import validate
@@ -66,10 +67,7 @@ def run_directory(cfg: DictConfig) -> Path:
     """Where the run lives: Hydra's directory, or the directory of the run that a checkpoint or run
     directory given as ``trainer.resume`` belongs to (a resumed run continues in its own directory)."""
     resume = cfg.trainer.resume
-    if resume in (None, "auto"):
-        return Path(cfg.paths.output_dir)
-    path = Path(resume)
-    return path if path.is_dir() else path.parent
+    return Path(cfg.paths.output_dir) if resume in (None, "auto") else rundir.resumed_run_dir(resume)
 
 
 def plan_run(cfg: DictConfig, guard: bool = True) -> tuple[Path, Path | None]:
@@ -141,13 +139,26 @@ def changes_on_resume(checkpoint: dict[str, Any], current: dict[str, Any], accep
     return changed
 
 
+def hydra_record(output_dir: Path) -> Path | None:
+    """The folder where Hydra saved this job's configs (``.hydra`` unless redirected), when under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    return output_dir / subdir if subdir is not None else None
+
+
 def refuse(cfg: DictConfig, error: FlatminError) -> None:
-    """What a refused launch leaves in its directory, which holds no run (a directory holding one is not
-    touched). A single launch leaves nothing: the directory Hydra made for it, holding only Hydra's own
-    files (``.hydra/``, the log), is removed, so that no report counts a run that never was. A sweep's
-    job (or a run outside Hydra) leaves its reason in ``summary.json``, for the sweep's list and the report."""
+    """What a refused launch leaves in its directory. One that holds a run keeps it as it was; only
+    Hydra's record of this launch (``.hydra/resumes/<time>/``, see ``ResumeInPlace``) goes. A single
+    launch leaves nothing: the directory Hydra made for it, holding only Hydra's own files
+    (``.hydra/``, the log), is removed, so that no report counts a run that never was. A sweep's job
+    (or a run outside Hydra) leaves its reason in ``summary.json``, for the sweep's list and the report."""
     output_dir = Path(cfg.paths.output_dir)
-    if not output_dir.is_dir() or rundir.holds_run(output_dir):
+    if not output_dir.is_dir():
+        return
+    if rundir.holds_run(output_dir):
+        if (record := hydra_record(output_dir)) is not None and record.parent == output_dir / RESUME_RECORDS:
+            shutil.rmtree(record)
         return
     made_by_hydra = (output_dir / ".hydra").is_dir() and all(
         path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())

@@ -185,16 +185,32 @@ def test_an_accepted_change_takes_effect_from_the_resume_on(tmp_path: Path):
     """``trainer.resume_accept`` used to record a new lr and momentum while the optimizer kept the
     checkpoint's: the resumed epoch must train with the new values, and the summary say so."""
     run_dir = tmp_path / "run"
-    common = ("scheduler=constant", f"hydra.run.dir={run_dir}")
-    run_cli("trainer.epochs=1", *common, log_dir=tmp_path)
-    run_cli("trainer.epochs=2", *common, "trainer.resume=auto", "optimizer.lr=0.5", "optimizer.momentum=0.5",
-            "trainer.resume_accept=[optimizer.lr,optimizer.momentum]", log_dir=tmp_path)
+    run_cli("trainer.epochs=1", "scheduler=constant", f"hydra.run.dir={run_dir}", log_dir=tmp_path)
+    first_launch = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    run_cli("trainer.epochs=2", "scheduler=constant", f"trainer.resume={run_dir}", "optimizer.lr=0.5",
+            "optimizer.momentum=0.5", "trainer.resume_accept=[optimizer.lr,optimizer.momentum]", log_dir=tmp_path)
     records = [json.loads(line) for line in (run_dir / rundir.METRICS).read_text().splitlines()]
     assert [record["lr"] for record in records if record["event"] == "epoch"] == [0.1, 0.5]
     groups = rundir.load_checkpoint(run_dir / rundir.LAST)["optimizer"]["param_groups"]
     assert {(group["lr"], group["momentum"]) for group in groups} == {(0.5, 0.5)}
     assert rundir.read_summary(run_dir)[rundir.RESUMES][0]["changes"] == {
         "optimizer.lr": [0.1, 0.5], "optimizer.momentum": [0.9, 0.5], "trainer.epochs": [1, 2]}
+
+    # Issue 20 §5: one run stays one run. The resume by path made no second run directory: its log
+    # continues the run's own, and Hydra's record of it sits beside the first launch's, which is kept.
+    assert not (tmp_path / "runs").exists()
+    assert "resumed " in (run_dir / "train.log").read_text().split("epoch 1/1", 1)[1]
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == first_launch
+    (record,) = (run_dir / ".hydra" / "resumes").iterdir()
+    assert "trainer.resume=" in (record / "overrides.yaml").read_text()
+    before = digests(run_dir)
+    refused = run_cli("trainer.epochs=2", "scheduler=constant", f"trainer.resume={run_dir}", "optimizer.lr=0.7",
+                      log_dir=tmp_path, check=False)
+    assert refused.returncode == 2 and "optimizer.lr (0.5 → 0.7)" in refused.stderr
+    assert not (tmp_path / "runs").exists() and digests(run_dir) == before
+    assert list((run_dir / ".hydra" / "resumes").iterdir()) == [record]
+    (found,) = find_runs([tmp_path])
+    assert found.status == rundir.COMPLETED
 
 
 def test_a_refused_single_launch_leaves_no_run_directory(tmp_path: Path):
