@@ -40,6 +40,10 @@ class RunInterrupted(BaseException):
         self.signal_name = signal_name
 
 
+class SecondCtrlC(KeyboardInterrupt):
+    """A second Ctrl-C while the first one's stop is under way: stop at once."""
+
+
 class CheckpointTriggers:
     """The periodic mid-epoch checkpoints (every ``every_steps`` optimizer steps and/or
     ``every_minutes``) and the stop requests from signals, decided together once per step."""
@@ -66,7 +70,7 @@ class CheckpointTriggers:
 
     def _record(self, number: int, frame: FrameType | None) -> None:
         if self.signal == signal.SIGINT and number == signal.SIGINT:
-            raise KeyboardInterrupt                      # a second Ctrl-C: stop now
+            raise SecondCtrlC
         if self.signal is None:
             self.signal = number
             log.warning("%s: the run stops after this step, with a checkpoint (Ctrl-C again stops at once)",

@@ -26,12 +26,13 @@ RESUME_RECORDS = ".hydra/resumes"
 
 
 class ResumeInPlace(Callback):
-    """For a single run (a sweep's jobs keep their numbered directories)."""
+    """For a single run (a sweep's jobs keep their numbered directories); a torchrun rank that writes
+    no record (``hydra.output_subdir=null``) still writes none."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         resume = config.trainer.get("resume")
         with read_write(config.hydra):
             if resume not in (None, "auto") and Path(resume).exists():
                 config.hydra.run.dir = str(rundir.resumed_run_dir(resume))
-            if rundir.holds_run(Path(config.hydra.run.dir)):
+            if config.hydra.output_subdir is not None and rundir.holds_run(Path(config.hydra.run.dir)):
                 config.hydra.output_subdir = f"{RESUME_RECORDS}/{datetime.now():%Y-%m-%d_%H-%M-%S_%f}"

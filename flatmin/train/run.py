@@ -24,7 +24,8 @@ from flatmin.rundir import flatten, load_checkpoint
 from flatmin.runtime import Runtime
 from flatmin.runtime.distributed import replica_seed
 from flatmin.sharpness import measure_run, select_parameters
-from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted
+from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted, SecondCtrlC
+from flatmin.train.commands import continue_command
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
 from flatmin.train.resume_in_place import RESUME_RECORDS
 from flatmin.train.seeding import seed_everything
@@ -147,26 +148,44 @@ def hydra_record(output_dir: Path) -> Path | None:
     return output_dir / subdir if subdir is not None else None
 
 
-def refuse(cfg: DictConfig, error: FlatminError) -> None:
-    """What a refused launch leaves in its directory. One that holds a run keeps it as it was; only
-    Hydra's record of this launch (``.hydra/resumes/<time>/``, see ``ResumeInPlace``) goes. A single
-    launch leaves nothing: the directory Hydra made for it, holding only Hydra's own files
-    (``.hydra/``, the log), is removed, so that no report counts a run that never was. A sweep's job
-    (or a run outside Hydra) leaves its reason in ``summary.json``, for the sweep's list and the report."""
+def withdraw_launch(cfg: DictConfig) -> bool:
+    """Take back what a launch that does no work (refused, or stopped before it started) left in its
+    directory; whether that directory is a sweep's job (or outside Hydra), which keeps a record.
+
+    A directory that holds a run keeps it as it was; only Hydra's record of this launch
+    (``.hydra/resumes/<time>/``, see ``ResumeInPlace``) goes. A single launch leaves nothing: the
+    directory Hydra made for it, holding only Hydra's own files (``.hydra/``, the log), is removed,
+    so that no report counts a run that never was."""
     output_dir = Path(cfg.paths.output_dir)
     if not output_dir.is_dir():
-        return
+        return False
     if rundir.holds_run(output_dir):
         if (record := hydra_record(output_dir)) is not None and record.parent == output_dir / RESUME_RECORDS:
             shutil.rmtree(record)
-        return
+        return False
     made_by_hydra = (output_dir / ".hydra").is_dir() and all(
         path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())
     if hydra_context()["single"] and made_by_hydra:
         shutil.rmtree(output_dir)
-        return
-    rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
-                      output_dir / rundir.SUMMARY)
+        return False
+    return True
+
+
+def refuse(cfg: DictConfig, error: FlatminError) -> None:
+    """A refused launch leaves nothing (:func:`withdraw_launch`) but, in a sweep's job, its reason
+    in ``summary.json``, for the sweep's list and the report."""
+    if withdraw_launch(cfg):
+        rundir.write_json({rundir.STATUS: rundir.FAILED, rundir.ERROR: f"{type(error).__name__}: {error}"},
+                          Path(cfg.paths.output_dir) / rundir.SUMMARY)
+
+
+def stopped_at_once(run_dir: Path, second: bool) -> str:
+    """What a Ctrl-C that stopped the run without its orderly stop says: which Ctrl-C it was, and
+    the command that continues the run, from its last checkpoint or, without one, from the start."""
+    how = "stopped at once by a second Ctrl-C" if second else "stopped at once by Ctrl-C"
+    if (run_dir / rundir.LAST).is_file():
+        return f"{how}; continue from its last checkpoint with: {continue_command(run_dir)}"
+    return f"{how}, before its first checkpoint; start it again with: {continue_command(run_dir)}"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -194,6 +213,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except FlatminError as error:
         refuse(cfg, error)
         raise
+    except KeyboardInterrupt:
+        withdraw_launch(cfg)
+        raise KeyboardInterrupt(f"stopped by Ctrl-C before training started; run it again with: "
+                                f"{continue_command(run_directory(cfg))}") from None
     replica = runtime.replica
     if checkpoint is not None and rundir.status(run_dir) == rundir.COMPLETED and not changes:
         log.info("%s has completed; nothing to do", run_dir)
@@ -205,12 +228,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return _train(cfg, parts, run_dir, checkpoint, changes, runtime)
         except (DivergedError, SystemExit):       # diverged or interrupted: its summary is written
             raise
-        except KeyboardInterrupt:                  # a second Ctrl-C: stopped at once
+        except KeyboardInterrupt as stop:          # a second Ctrl-C, or one before the orderly stop is set up
+            message = stopped_at_once(run_dir, second=isinstance(stop, SecondCtrlC))
             if replica.is_main:
-                rundir.write_json({rundir.STATUS: rundir.INTERRUPTED, rundir.ERROR: "stopped at once by a second "
-                                   f"Ctrl-C; continue from its last checkpoint with: {resume_command(run_dir)}"},
-                                  run_dir / rundir.SUMMARY)
-            raise
+                rundir.write_json({rundir.STATUS: rundir.INTERRUPTED, rundir.ERROR: message}, run_dir / rundir.SUMMARY)
+            raise KeyboardInterrupt(message) from None
         except BaseException as error:
             if replica.is_main:
                 try:
@@ -245,7 +267,7 @@ def _train(cfg: DictConfig, parts: Parts, run_dir: Path, checkpoint: dict[str, A
                 rundir.write_json(trainer.stopped_summary(rundir.DIVERGED, str(error)), run_dir / rundir.SUMMARY)
             raise
         except RunInterrupted as interruption:
-            message = f"{interruption}; continue with: {resume_command(run_dir)}"
+            message = f"{interruption}; continue with: {continue_command(run_dir)}"
             if replica.is_main:
                 rundir.write_json(trainer.stopped_summary(rundir.INTERRUPTED, message), run_dir / rundir.SUMMARY)
                 print(f"flatmin: interrupted: {message}", file=sys.stderr)
@@ -278,15 +300,6 @@ def measure_final_model(cfg: DictConfig, parts: Parts, runtime: Runtime) -> dict
         return {rundir.ERROR: f"{type(error).__name__}: {error}"}
 
 
-def resume_command(run_dir: Path) -> str:
-    """The command that continues this run: the same overrides, resumed from its directory."""
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")] \
-        if HydraConfig.initialized() else []
-    return " ".join(["python train.py", *overrides, f"trainer.resume={run_dir}"])
-
-
 def headline(summary: dict[str, Any], run_dir: Path) -> str:
     """The end-of-run line: the test metrics of the best-validation and last models (GLUE, whose test
     labels are hidden: the final validation metrics), and where the run is."""
@@ -316,9 +329,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         outcome = rundir.DIVERGED if isinstance(error, DivergedError) else "bad input"
         raise SystemExit(rundir.EXIT_CODES[outcome]) from None
-    except KeyboardInterrupt:
-        print(f"flatmin: interrupted at once (second Ctrl-C); {run_directory(cfg)} keeps its last checkpoint",
-              file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"flatmin: interrupted: {stop or 'stopped by Ctrl-C'}", file=sys.stderr)
         raise SystemExit(rundir.EXIT_CODES[rundir.INTERRUPTED]) from None
     print(headline(summary, run_directory(cfg)), file=sys.stderr)
     best = summary.get(rundir.BEST_VAL) or {}

@@ -21,6 +21,7 @@ from flatmin.report.runs import find_runs
 from flatmin.report.render import headline
 from flatmin.report.tables import build_sections
 from flatmin.train import run
+from flatmin.train.run import stopped_at_once
 from tests.conftest import ROOT, run_cli
 
 
@@ -317,17 +318,58 @@ def test_kill_9_after_a_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path: Path,
 def test_a_sweep_run_again_continues_its_interrupted_job_and_runs_the_rest(tmp_path: Path, uninterrupted: Path):
     """README, "When things go wrong" (resuming a sweep): the same -m command with its sweep directory and
     resume=auto."""
-    sweep = tmp_path / "sweep"
-    command = ("-m", *PREEMPTED, "seed=0,1", f"hydra.sweep.dir={sweep}", "trainer.resume=auto")
-    process = start(*command, log_dir=tmp_path)
+    sweep = tmp_path / "a sweep"                            # the printed command is shell-quoted
+    process = start("-m", *PREEMPTED, "seed=0,1", f"hydra.sweep.dir={sweep}", log_dir=tmp_path)
     wait_for(lambda: logged_steps(sweep / "0") >= 5)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=300)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == rundir.EXIT_CODES[rundir.INTERRUPTED]
-    assert rundir.status(sweep / "0") == "interrupted" and not (sweep / "1" / rundir.SUMMARY).exists()
-    run_cli(*command, log_dir=tmp_path)
+    assert rundir.status(sweep / "0") == "interrupted" and not (sweep / "1").exists()
+    # Issue 20 §7: the closing line counts the job never launched, and the command continues the sweep.
+    assert "0 of 2 jobs completed (1 interrupted, 1 not launched)" in stderr
+    assert "#1 not launched  optimizer=sam model.dropout=0.2 trainer.epochs=2 trainer.log_every_n_steps=1 seed=1" \
+        in stderr
+    (command,) = {line.split("continue the sweep with: ", 1)[1] for line in stderr.splitlines()
+                  if "continue the sweep with: " in line}
+    assert command.endswith("trainer.resume=auto") and " -m " in command
+    assert rundir.read_summary(sweep / "0")[rundir.ERROR].endswith(f"continue with: {command}")
+    subprocess.run(command, shell=True, check=True, cwd=ROOT, capture_output=True,
+                   env={**os.environ, "FLATMIN_LOG_DIR": str(tmp_path)})
     assert [rundir.status(sweep / job) for job in ("0", "1")] == ["completed", "completed"]
     assert_same_training(uninterrupted, sweep / "0")
+
+
+def test_one_ctrl_c_early_is_told_as_one_and_its_printed_command_finishes_the_run(tmp_path: Path):
+    """One Ctrl-C before the first checkpoint was told as "second Ctrl-C ... keeps its last checkpoint", and
+    the printed command then failed (no last.pt; unquoted, a folder with a space broke it). Whenever this
+    Ctrl-C lands (before training, or in it), the message tells one signal and its command finishes the run."""
+    log_dir = tmp_path / "my runs"
+    run_dir = log_dir / "run"
+    process = start("trainer.epochs=1", f"hydra.run.dir={run_dir}", log_dir=log_dir)
+    wait_for(lambda: (run_dir / ".hydra").is_dir())
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == rundir.EXIT_CODES[rundir.INTERRUPTED]
+    assert "Traceback" not in stderr and "second" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("flatmin: interrupted: ")]
+    command = line.split(" with: ", 1)[1]
+    if not (run_dir / rundir.LAST).is_file():
+        assert "before" in line                              # nothing to continue from: said, and started anew
+    finished = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "FLATMIN_LOG_DIR": str(log_dir)})
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert rundir.status(run_dir) == rundir.COMPLETED
+    assert [path.name for path in log_dir.iterdir()] == ["run"]
+
+
+def test_a_ctrl_c_that_stops_at_once_says_which_one_and_how_the_run_goes_on(tmp_path: Path):
+    second, first = stopped_at_once(tmp_path, second=True), stopped_at_once(tmp_path, second=False)
+    command = f"python train.py hydra.run.dir={tmp_path} trainer.resume=auto"
+    assert second == f"stopped at once by a second Ctrl-C, before its first checkpoint; start it again with: {command}"
+    assert first.startswith("stopped at once by Ctrl-C, before its first checkpoint;")
+    (tmp_path / rundir.LAST).touch()
+    assert stopped_at_once(tmp_path, second=True) == \
+        f"stopped at once by a second Ctrl-C; continue from its last checkpoint with: {command}"
 
 
 def submitit_task() -> int:

@@ -29,6 +29,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path: Path):
     assert "2 of 3 jobs completed" in result.stderr
     assert "#1 FAILED      optimizer.lr=-1 trainer.epochs=1" in result.stderr
     assert "ConfigError: optimizer.lr must be a number > 0 (got -1)." in result.stderr
+    assert "continue the sweep" not in result.stderr       # a failed job is not continued: it is fixed
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path: Path):
