@@ -101,6 +101,7 @@ def plan_run(cfg: DictConfig, guard: bool = True) -> tuple[Path, Path | None]:
 RESUME_MAY_CHANGE = ("paths", "logger", "trainer.resume", "trainer.resume_accept", "trainer.progress_bar",
                      "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
                      "trainer.checkpoint_every_minutes", "trainer.test_every_epoch", "trainer.sharpness",
+                     "trainer.divergence_threshold",
                      "dataset.num_workers", "dataset.eval_batch_size")
 
 

@@ -123,7 +123,7 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.best: dict[str, Any] | None = None
         self.best_test: dict[str, Any] | None = None   # trainer.test_every_epoch: the best epoch on test
-        self.first_epoch_loss: float | None = None      # for trainer.divergence_threshold
+        self.initial_loss: float | None = None          # the first step's, for trainer.divergence_threshold
         self.progress: EpochProgress | None = None      # a mid-epoch checkpoint's, until its epoch resumes
         self.resumes: list[dict[str, Any]] = []         # where the run was resumed, and what changed then
         self.triggers = triggers or CheckpointTriggers(settings.checkpoint_every_n_steps,
@@ -193,6 +193,8 @@ class Trainer:
             group_start = index - index % accumulate
             group_size = min(accumulate, self.micro_batches - group_start)
             loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
+            if self.initial_loss is None:
+                self.initial_loss = loss.item()
             progress.window += torch.stack([loss.double() * len(targets),
                                             self.task.count_correct(outputs, targets).double()])
             progress.window_count += len(targets)
@@ -229,8 +231,6 @@ class Trainer:
         self.samples_seen += total_count
         loss_sum, correct = progress.totals.tolist()
         self._check_divergence(loss_sum / max(total_count, 1), epoch)
-        if self.first_epoch_loss is None:
-            self.first_epoch_loss = loss_sum / max(total_count, 1)
         epoch_time = progress.time_s + time.perf_counter() - epoch_start
         self.train_time_s += epoch_time
         return {**self._train_metrics(loss_sum, correct, total_count),
@@ -305,12 +305,14 @@ class Trainer:
     # -- helpers -----------------------------------------------------------------------------
     def _check_divergence(self, loss: float, epoch: int) -> None:
         """Stop the run when the training loss (a log window's or the epoch's mean) is not finite, or
-        exceeds ``trainer.divergence_threshold`` times the first epoch's."""
-        threshold, first = self.settings.divergence_threshold, self.first_epoch_loss
-        if math.isfinite(loss) and not (threshold and first and loss > threshold * first):
+        exceeds ``trainer.divergence_threshold`` times the loss of the run's first step (the model as
+        initialised: ln C for C classes from scratch), which a run that blew up without reaching
+        inf (a loss of 1e14 at a huge learning rate) passes and a healthy one never nears."""
+        threshold, initial = self.settings.divergence_threshold, self.initial_loss
+        if math.isfinite(loss) and not (threshold and initial and loss > threshold * initial):
             return
         reason = "is not finite" if not math.isfinite(loss) else \
-            f"exceeds {threshold} × the first epoch's ({first:.4g}: trainer.divergence_threshold)"
+            f"exceeds {threshold:g} × the first step's ({initial:.4g}: trainer.divergence_threshold)"
         raise DivergedError(f"The run diverged: the training loss was {loss:.4g} at epoch {epoch + 1}, step "
                             f"{self.global_step}, which {reason}; lower the learning rate (or the method's radius).")
 
@@ -409,7 +411,7 @@ class Trainer:
             "trainer": {"best": self.best, "best_test": self.best_test, "last_record": self.last_record,
                         "samples_seen": self.samples_seen, "train_time_s": self.train_time_s,
                         "elapsed_s": self.elapsed_s, "wandb_run_id": self.loggers.wandb_run_id,
-                        "first_epoch_loss": self.first_epoch_loss, "resumes": self.resumes},
+                        "initial_loss": self.initial_loss, "resumes": self.resumes},
             "config": self.config,
         }
 
@@ -445,7 +447,7 @@ class Trainer:
         trainer = state["trainer"]
         self.best, self.last_record = trainer["best"], trainer["last_record"]
         self.best_test = trainer.get("best_test")      # absent from checkpoints made before the option
-        self.first_epoch_loss = trainer.get("first_epoch_loss")
+        self.initial_loss = trainer.get("initial_loss")   # absent before it was kept: the resumed step's then
         progress = state.get("progress")
         self.progress = EpochProgress.from_state(progress, self.device) if progress else None
         self.resumes = [*trainer.get("resumes", []), {"epoch": self.epoch, "step": state["global_step"],

@@ -78,9 +78,18 @@ def test_a_diverged_run_stops_says_so_and_is_never_averaged(tmp_path: Path):
 
 def test_a_loss_past_the_divergence_threshold_stops_the_run(cfg_factory):
     cfg = cfg_factory("trainer.epochs=3", "trainer.divergence_threshold=1.5", "optimizer.lr=100")
-    with pytest.raises(FlatminError, match=r"exceeds 1.5 × the first epoch's .* trainer.divergence_threshold"):
+    with pytest.raises(FlatminError, match=r"exceeds 1.5 × the first step.s .* trainer.divergence_threshold"):
         run(cfg)
     assert rundir.read_summary(Path(cfg.paths.output_dir))["status"] == "diverged"
+
+
+def test_a_loss_blown_up_short_of_inf_is_diverged_by_default(tmp_path: Path):
+    """lr 150 drives the loss to ~1e14 without reaching inf: it used to end "completed" with exit 0."""
+    result = run_cli("optimizer.lr=150", "trainer.epochs=2", log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES[rundir.DIVERGED] == 3
+    assert "exceeds 1000 × the first step's" in result.stderr and "Traceback" not in result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert rundir.status(run_dir) == rundir.DIVERGED
 
 
 # -- the best model ----------------------------------------------------------------------------------------
