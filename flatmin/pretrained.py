@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-from functools import cache
 from typing import Callable, TypeVar
-from urllib.parse import urlparse
 
 from flatmin.errors import ModelNotFoundError
+from flatmin.network import reachable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-#: How long the hub may take to accept a connection before flatmin takes it as unreachable.
-HUB_TIMEOUT_S = 3.0
 
 
-@cache
 def hub_reachable() -> bool:
     """Whether the Hugging Face hub (``HF_ENDPOINT``, else huggingface.co) accepts a connection."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
+    return reachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
 
 
 def offline_unless_reachable() -> None:

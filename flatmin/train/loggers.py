@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 
+from flatmin.network import reachable
 from flatmin.rundir import flatten, json_line
 
 
@@ -57,19 +58,26 @@ class JsonlLogger:
         self.file.close()
 
 
-def wandb_login_missing(cfg: DictConfig) -> str | None:
-    """Why an online W&B run could not start (no API key in ``WANDB_API_KEY`` or the netrc file that
-    ``wandb login`` writes), as a sentence; None when it can, or is not online."""
-    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+def wandb_online_problem(cfg: DictConfig) -> str | None:
+    """Why an online W&B run could not start, as a sentence: no API key (in ``WANDB_API_KEY`` or
+    the netrc file that ``wandb login`` writes), or a W&B server this machine cannot reach (wandb
+    would retry for minutes, then fail with a traceback). None when it can, or is not online."""
+    if cfg.mode != "online":
         return None
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    offline = "log offline with logger.wandb.mode=offline and upload later with wandb sync."
+    server = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    if not (os.environ.get("WANDB_API_KEY") or _netrc_has(urlparse(server).hostname)):
+        return f"logger.wandb.mode=online needs a W&B login (wandb login, or WANDB_API_KEY); {offline}"
+    if not reachable(server):
+        return f"logger.wandb.mode=online cannot reach the W&B server {server} from this machine; {offline}"
+    return None
+
+
+def _netrc_has(host: str | None) -> bool:
     try:
-        if netrc.netrc().authenticators(host) is not None:
-            return None
+        return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
-        pass
-    return ("logger.wandb.mode=online needs a W&B login (wandb login, or WANDB_API_KEY); log offline with "
-            "logger.wandb.mode=offline and upload later with wandb sync.")
+        return False
 
 
 class WandbLogger:

@@ -26,7 +26,7 @@ from flatmin.runtime.distributed import replica_seed
 from flatmin.sharpness import measure_run, select_parameters
 from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted, SecondCtrlC
 from flatmin.train.commands import continue_command
-from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_login_missing
+from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_online_problem
 from flatmin.train.resume_in_place import RESUME_RECORDS
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer
@@ -200,8 +200,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     try:
         validate(cfg)
-        if cfg.logger.get("wandb") and (missing := wandb_login_missing(cfg.logger.wandb)):
-            raise ConfigError(missing)
+        if cfg.logger.get("wandb") and (problem := wandb_online_problem(cfg.logger.wandb)):
+            raise ConfigError(problem)
         runtime = Runtime.from_config(cfg.trainer)
         run_dir, checkpoint_path = plan_run(cfg, guard=runtime.replica.is_main)
         checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None

@@ -446,6 +446,20 @@ def test_a_report_folder_that_cannot_be_written_is_one_sentence_and_exit_2(finis
                                      f"{tmp_path / 'a_file' / 'report'}: {tmp_path / 'a_file'} is a file.")
 
 
+def test_an_online_wandb_run_without_network_is_one_sentence_at_once(tmp_path: Path):
+    """With a key but no network, wandb retried for 111 s, then printed a traceback. Port 9 of this
+    machine accepts no connection, as a W&B server behind a dead network."""
+    env = {**os.environ, "FLATMIN_LOG_DIR": str(tmp_path), "WANDB_API_KEY": "x" * 40,
+           "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "train.py", "logger=wandb", "logger.wandb.mode=online"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == rundir.EXIT_CODES["bad input"]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "flatmin: error: logger.wandb.mode=online cannot reach the W&B server http://127.0.0.1:9 from this "
+        "machine; log offline with logger.wandb.mode=offline and upload later with wandb sync.")
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 def test_an_online_wandb_run_without_a_login_is_refused_before_work(cfg_factory, monkeypatch, tmp_path: Path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))              # no ~/.netrc
