@@ -242,14 +242,14 @@ def test_a_refused_sweep_job_leaves_its_reason_for_the_report(cfg_factory, tmp_p
 
 def test_a_second_process_on_a_run_directory_in_use_is_refused(tmp_path: Path):
     run_dir = tmp_path / "run"
-    first = start("trainer.epochs=30", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", log_dir=tmp_path)
+    first = start("trainer.epochs=10000", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", log_dir=tmp_path)
     try:
         wait_for(lambda: logged_steps(run_dir) >= 1)
-        second = run_cli("trainer.epochs=30", "trainer.resume=auto", f"hydra.run.dir={run_dir}", log_dir=tmp_path,
+        second = run_cli("trainer.epochs=10000", "trainer.resume=auto", f"hydra.run.dir={run_dir}", log_dir=tmp_path,
                          check=False)
         assert second.returncode == 2
         assert f"flatmin: error: Run directory {run_dir} is in use by process {first.pid}" in second.stderr
-        plain = run_cli("trainer.epochs=30", f"hydra.run.dir={run_dir}", log_dir=tmp_path, check=False)
+        plain = run_cli("trainer.epochs=10000", f"hydra.run.dir={run_dir}", log_dir=tmp_path, check=False)
         assert plain.returncode == 2             # not told to resume a run that is running
         assert f"flatmin: error: Run directory {run_dir} is in use by process {first.pid}" in plain.stderr
     finally:
@@ -296,7 +296,7 @@ def test_sigterm_mid_epoch_checkpoints_and_the_resumed_run_is_bit_for_bit_the_sa
     assert process.returncode == rundir.EXIT_CODES[rundir.INTERRUPTED] == 4
     assert "Traceback" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("flatmin: interrupted")]
-    assert "stopped by SIGTERM at epoch 1, step " in line and f"trainer.resume={run_dir}" in line
+    assert "stopped by SIGTERM at epoch 1, step " in line and f"hydra.run.dir={run_dir} trainer.resume=auto" in line
     summary = strict_json((run_dir / rundir.SUMMARY).read_text())
     assert summary["status"] == "interrupted" and summary["epochs"] == 0
     assert rundir.load_checkpoint(run_dir / rundir.LAST)["progress"]["batches"] >= 5       # mid-epoch
