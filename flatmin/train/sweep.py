@@ -70,9 +70,9 @@ def sweep_outcomes(sweep_dir: Path, planned: list[list[str]] | None = None) -> l
 
 def print_sweep_outcomes(sweep_dir: Path, planned: list[list[str]] | None = None,
                          overrides: list[str] | None = None) -> None:
-    if not sweep_dir.is_dir():
-        return
-    outcomes = sweep_outcomes(sweep_dir, planned)
+    outcomes = sweep_outcomes(sweep_dir, planned) if sweep_dir.is_dir() else []
+    if all(status == NOT_LAUNCHED for status, _ in outcomes):
+        return                              # Hydra refused the sweep (its error says why): nothing ran
     tally = Counter(status for status, _ in outcomes)
     others = ", ".join(f"{count} {status}" for status, count in tally.items() if status != rundir.COMPLETED)
     print(f"\nflatmin sweep {sweep_dir}: {tally[rundir.COMPLETED]} of {len(outcomes)} jobs completed"

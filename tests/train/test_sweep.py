@@ -9,6 +9,8 @@ import optuna
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from flatmin import rundir
+from flatmin.train.sweep import print_sweep_outcomes
 from tests.conftest import CONF, run_cli
 
 
@@ -60,3 +62,18 @@ def test_the_slurm_launcher_config_asks_one_task_per_gpu():
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
+
+
+def test_the_closing_list_names_unlaunched_jobs_and_stays_silent_when_hydra_refused_the_sweep(tmp_path: Path,
+                                                                                               capsys):
+    planned = [["optimizer=sgd"], ["optimizer=sam"]]
+    print_sweep_outcomes(tmp_path, planned, ["optimizer=sgd,sam"])
+    assert capsys.readouterr().err == ""                  # no job ran: Hydra's own error said why
+    (tmp_path / "0").mkdir()
+    rundir.write_json({rundir.STATUS: rundir.COMPLETED}, tmp_path / "0" / rundir.SUMMARY)
+    print_sweep_outcomes(tmp_path, planned, ["optimizer=sgd,sam"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"flatmin sweep {tmp_path}: 1 of 2 jobs completed (1 not launched)",
+                     "  #0 completed   ", "  #1 not launched  optimizer=sam",
+                     f"continue the sweep with: python train.py -m optimizer=sgd,sam hydra.sweep.dir={tmp_path} "
+                     "trainer.resume=auto"]
