@@ -6,8 +6,8 @@ PYTHON ?= python
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
-install: ## install flatmin and its test dependencies into the current Python (3.11 or newer)
-	$(PYTHON) -m pip install -e ".[dev]"
+install: ## install flatmin and its test dependencies, at the versions CI tests (constraints.txt), into the current Python (3.11 or newer)
+	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
 
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 	$(PYTHON) -m pytest

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from flatmin.assembly import assemble
@@ -45,7 +45,6 @@ from flatmin.data import resolve_num_workers
 from flatmin.data.cifar import write_cifar10
 from flatmin.runtime import Runtime
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def synchronize(device: torch.device) -> None:
@@ -54,7 +53,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def config(args: argparse.Namespace, data_dir: Path, loader: str, optimizer: str = "sgd") -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module("flatmin.conf", version_base="1.3"):
         return compose("config", overrides=[
             "dataset=cifar10", f"model={args.model}", f"optimizer={optimizer}", f"paths.data_dir={data_dir}",
             "paths.output_dir=unused", "dataset.download=false", f"dataset.loader={loader}",
@@ -143,7 +142,7 @@ class Configuration:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", default="resnet18", help="a conf/model option")
+    parser.add_argument("--model", default="resnet18", help="a flatmin/conf/model option")
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "sam"])
     parser.add_argument("--precisions", nargs="+", default=["auto"])
     parser.add_argument("--loaders", nargs="+", default=None, help="gpu and/or torch (default: both on CUDA, "

@@ -3,7 +3,7 @@
     python scripts/bench_optim.py [--device cpu|cuda] [--models resnet18 bert] [--methods sgd sam ...]
                                   [--steps N] [--warmup N] [--threads N] [--optimizer-only]
 
-Each method is built from its own ``conf/optimizer/<name>.yaml`` (the papers' defaults) by
+Each method is built from its own ``flatmin/conf/optimizer/<name>.yaml`` (the papers' defaults) by
 ``flatmin.assembly.assemble_stepper`` and driven by its ``Stepper`` on a fixed synthetic batch, so the
 timing includes everything a real step does (closure, BN rule, perturb, restore, base step). The methods
 are timed in interleaved rounds (one step of each, ``--warmup + --steps`` times), so a change in the
@@ -219,7 +219,7 @@ def profiled_memory(run: Callable[[], object]) -> tuple[int, int]:
 
 
 class PeerSAM(Contestant):
-    """pytorch_optimizer's SAM with flatmin's SAM settings (``conf/optimizer/sam.yaml``), on the same
+    """pytorch_optimizer's SAM with flatmin's SAM settings (``flatmin/conf/optimizer/sam.yaml``), on the same
     model and batch, driven as its documentation shows: ``closure(); optimizer.step(closure)``."""
 
     NAME = "sam" + PEER_SUFFIX

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
@@ -59,7 +59,6 @@ from flatmin.train.loggers import JsonlLogger, Loggers
 from flatmin.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 
 #: What a one-epoch digits run needs at the least, without flatmin: the start-up floor of ``--startup``.
 MINIMAL_SCRIPT = """
@@ -101,7 +100,7 @@ def setup_overrides(setup: str, args: argparse.Namespace, folder: Path) -> list[
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module("flatmin.conf", version_base="1.3"):
         return compose("config", overrides=overrides)
 
 

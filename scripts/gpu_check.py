@@ -6,7 +6,7 @@
 Sections, most important first; each runs in its own process under a time cap, and one that the
 budget left (``BUDGET_S``, default 450 s) cannot hold is skipped with a note:
 
-1. ``optimizers``: every ``conf/optimizer`` method in bf16 and fp16, ``STEPS`` steps of ResNet-18
+1. ``optimizers``: every ``flatmin/conf/optimizer`` method in bf16 and fp16, ``STEPS`` steps of ResNet-18
    (CIFAR stem, channels_last, batch 128) through the trainer's ``Stepper``: finite losses, ms per
    step, peak device memory and its excess over SGD's; in fp16 a forced overflow (loss scale 2^127)
    must leave the weights untouched and halve the scale, and training must go on finite after it.
@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 #: Data path target from the design: the device-resident loader keeps ≥ 70% of the synthetic ceiling.
 DATA_PATH_TARGET = 0.70
 #: The quick start's accuracy bar (the CPU suite asserts it too).
@@ -129,8 +128,10 @@ def run_bounded(args: list[str], seconds: float, **kwargs: Any) -> subprocess.Co
 
 
 def optimizer_names() -> list[str]:
-    """Every ``conf/optimizer`` option, SGD first (the baseline)."""
-    names = sorted(path.stem for path in (CONF / "optimizer").glob("*.yaml"))
+    """Every ``flatmin/conf/optimizer`` option, SGD first (the baseline)."""
+    from flatmin.optim import option_names
+
+    names = option_names()
     return ["sgd", *(name for name in names if name != "sgd")]
 
 

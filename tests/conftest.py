@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "flatmin" / "conf"
 
 
 def make_config(output_dir: Path, *overrides: str) -> DictConfig:

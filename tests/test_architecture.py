@@ -13,7 +13,7 @@ PACKAGE = ROOT / "flatmin"
 #: Each part of flatmin (a sub-package or a top-level module) may import its own layer's parts only if
 #: it is that part, and any part of a lower layer. Lowest first.
 LAYERS: list[set[str]] = [
-    {"errors", "checks", "resolvers", "network"},
+    {"errors", "checks", "resolvers", "network", "conf"},
     {"rundir", "pretrained", "runtime"},
     {"data", "models", "optim"},
     {"step", "validation"},

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-METHODS = sorted(path.stem for path in (ROOT / "conf" / "optimizer").glob("*.yaml"))
+METHODS = sorted(path.stem for path in (ROOT / "flatmin" / "conf" / "optimizer").glob("*.yaml"))
 
 
 def gpu_check(out: Path, **env: str) -> tuple[subprocess.CompletedProcess, dict]:

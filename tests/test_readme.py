@@ -15,8 +15,11 @@ Placeholders (``<stamp>``, ``<p>``) stand for a real run directory and a word.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from flatmin.report.__main__ import command_line as report_command_line
 from flatmin.sharpness.__main__ import command_line as sharpness_command_line
@@ -53,10 +57,16 @@ def is_architecture(before: str) -> bool:
     return before.rfind("\n## ") == before.rfind("\n## Architecture")
 
 
+def user_config_files() -> dict[str, str]:
+    """The YAML blocks that are a user's config files: their first line names the file."""
+    return {body.splitlines()[0].removeprefix("# "): body for language, body, _ in blocks()
+            if language == "yaml" and re.fullmatch(r"# [\w/]+\.yaml", body.splitlines()[0])}
+
+
 def test_every_block_is_run_or_checked():
     unchecked = [body[:60] for language, body, before in blocks()
                  if not (language in ("python", "bash") or in_figure(before) or is_architecture(before)
-                         or body.startswith(TRANSCRIPT))]
+                         or body.startswith(TRANSCRIPT) or body in user_config_files().values())]
     assert not unchecked, f"blocks neither run nor checked (cut them to a pointer, or test them): {unchecked}"
 
 
@@ -147,6 +157,8 @@ def test_every_command_is_accepted_as_written(tmp_path: Path, command: str):
     program, *arguments = words(command, run_dir)
     if program == "make":
         assert set(arguments) <= MAKE_TARGETS, command
+    elif "--config-dir" in arguments:
+        assert command in CONFIG_DIR_COMMANDS                # run for real below
     elif arguments[:1] == ["train.py"]:
         check_training_command(arguments[1:], run_dir)
     elif arguments[:2] == ["-m", "flatmin.sharpness"]:
@@ -155,6 +167,26 @@ def test_every_command_is_accepted_as_written(tmp_path: Path, command: str):
         report_command_line().parse_args(arguments[2:] if arguments[0] == "-m" else arguments[1:])
     else:
         assert (ROOT / program).is_file(), f"not a command this test knows: {command}"
+
+
+CONFIG_DIR_COMMANDS = [command for command in commands() if "--config-dir" in command]
+
+
+@pytest.mark.parametrize("command", CONFIG_DIR_COMMANDS)
+def test_a_user_config_folder_example_trains_as_written(tmp_path: Path, command: str):
+    """The installed command (make install puts flatmin-train beside this Python) with the README's
+    user option, from a folder outside the clone."""
+    for name, body in user_config_files().items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body)
+    env = {**os.environ, "FLATMIN_LOG_DIR": str(tmp_path / "outputs"), "WANDB_SILENT": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    optimizer = OmegaConf.load(run_dir / "config.yaml").optimizer
+    assert (optimizer.name, optimizer.method, optimizer.rho) == ("my_sam", "sam", 0.1)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
 def test_the_bad_input_transcript_is_what_the_command_prints(tmp_path: Path, capsys):
@@ -206,7 +238,7 @@ def headings(document: str) -> set[str]:
 
 
 def test_every_section_cited_in_the_code_and_docs_exists():
-    sources = [path for folder in ("flatmin", "scripts", "tests", "docs", "conf") for path in (ROOT / folder).rglob("*")
+    sources = [path for folder in ("flatmin", "scripts", "tests", "docs") for path in (ROOT / folder).rglob("*")
                if path.suffix in (".py", ".sh", ".md", ".yaml")] + [ROOT / "README.md", ROOT / "Makefile"]
     missing = [f"{path.relative_to(ROOT)}: {found[0]}" for path in sources
                for found in CITATION.finditer(path.read_text())

@@ -35,7 +35,7 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_options():
     for group in (*GROUPS, "experiment"):
-        assert options(group), f"conf/{group} has no options"
+        assert options(group), f"flatmin/conf/{group} has no options"
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))

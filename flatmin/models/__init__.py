@@ -1,4 +1,4 @@
-"""Models. Each ``conf/model/*.yaml`` names its class or factory in ``_target_`` and takes the
+"""Models. Each ``flatmin/conf/model/*.yaml`` names its class or factory in ``_target_`` and takes the
 dataset's ``num_classes`` and ``in_channels`` by interpolation, so the resolved config shows
 exactly what was built.
 

@@ -19,10 +19,10 @@ from flatmin.optim.build import build_hyper_schedule, build_optimizer, param_gro
 from flatmin.optim.hyper_schedule import HyperparameterSchedule  # noqa: E402
 from flatmin.optim.lookahead import Lookahead  # noqa: E402
 from flatmin.optim.method_table import method_table  # noqa: E402
-from flatmin.optim.registry import method_label, option_config  # noqa: E402
+from flatmin.optim.registry import method_label, option_config, option_names  # noqa: E402
 from flatmin.optim.settings import BASE_OPTIMIZERS  # noqa: E402
 
 __all__ = ["BASE_OPTIMIZERS", "METHODS", "NORM_EPS", "HyperparameterSchedule", "Lookahead", "MultiPassOptimizer",
            "WeightAveraging", "build_hyper_schedule", "build_optimizer", "global_norm", "method_label", "method_table",
-           "option_config", "param_groups",
+           "option_config", "option_names", "param_groups",
            *sorted(cls.__name__ for cls in METHODS.values())]

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
@@ -17,6 +18,7 @@ from flatmin.optim.averaging import WeightAveraging
 from flatmin.optim.hyper_schedule import HyperparameterSchedule
 from flatmin.optim.lookahead import Lookahead
 from flatmin.optim.multipass import METHODS
+from flatmin.optim.registry import option_config
 from flatmin.optim.settings import BASE_OPTIMIZERS, check_optimizer_config, check_rho_min
 
 #: Layers whose parameters are "normalization parameters" for ``perturb: norm | no_norm`` (SAM-ON).
@@ -74,9 +76,14 @@ def build_base(cfg: Mapping[str, Any], groups: list[dict[str, Any]]) -> Optimize
                                momentum=cfg["momentum"], **dict(cfg.get("base_kwargs") or {}))
 
 
-def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
-                    train_size: int | None = None, steps_per_epoch: int | None = None) -> Optimizer:
+def build_optimizer(cfg: str | DictConfig | Mapping[str, Any], model: nn.Module,
+                    train_size: int | None = None, steps_per_epoch: int | None = None, *,
+                    config_dirs: Sequence[str | Path] = (), **overrides: Any) -> Optimizer:
     """Build the optimizer of the ``optimizer`` config group for ``model``.
+
+    ``cfg`` is an option's name (``"sam"``: :func:`~flatmin.optim.registry.option_config`, looked up
+    in ``config_dirs`` first) or its settings; ``overrides`` (``lr=0.05, rho=0.1``) are merged over
+    them before anything is checked.
 
     ``cfg.method`` is null (the base optimizer alone) or a registered method wrapping the base
     optimizer ``cfg.base``, or a full optimizer (``full_optimizer``: bSAM) built on the param groups
@@ -89,6 +96,10 @@ def build_optimizer(cfg: DictConfig | Mapping[str, Any], model: nn.Module,
     ``steps_per_epoch`` converts ``averaging.interval: epoch`` into steps (without it, a build that
     trains on no dataset, an epoch counts as one step).
     """
+    if isinstance(cfg, str):
+        cfg = option_config(cfg, config_dirs)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, overrides)
     check_optimizer_config(cfg)
     method = METHODS.get(cfg.get("method"))
     grouping = {key: cfg[key] for key, hyper in (method.hyperparameters if method else {}).items()

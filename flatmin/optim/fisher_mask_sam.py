@@ -57,7 +57,7 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
     """Fisher-mask SAM over any base optimizer.
 
     Defaults: rho 0.05 (SAM's), sparsity 0.5 and num_samples 16 (the SSAM-F README's CIFAR setting,
-    whose rho is 0.1: ``conf/optimizer/fisher_mask_sam.yaml``), mask_every 100 steps (the
+    whose rho is 0.1: ``flatmin/conf/optimizer/fisher_mask_sam.yaml``), mask_every 100 steps (the
     specification's choice; the release rebuilds once per epoch).
 
     ``steps`` (t) counts the steps whose base step ran, as LookSAM's does: a step skipped for an fp16

@@ -43,7 +43,7 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
     """Friendly SAM over any base optimizer.
 
     Defaults: rho 0.05 and lmbda 0.6 as specified for this API (the release's ``run.sh`` uses rho
-    0.2 with lmbda 0.6, which ``conf/optimizer/friendly_sam.yaml`` takes), sigma 1. Only groups with
+    0.2 with lmbda 0.6, which ``flatmin/conf/optimizer/friendly_sam.yaml`` takes), sigma 1. Only groups with
     ``perturb`` true move and keep an m, and ‖S⊙d‖ is over them. Gradient accumulation: m takes in
     each micro-batch's gradient. Returns the loss of the first pass (at θ).
     """

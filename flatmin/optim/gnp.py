@@ -20,7 +20,7 @@ G = (1−alpha)·g/‖g‖ + alpha·g2).
 Karakida et al.'s gradient regularisation ``L + (γ/2)‖∇L‖²`` has the gradient ``∇L + γ·H∇L``; their
 forward difference F-GR takes ``H∇L ≈ (∇L(θ + εg) − ∇L(θ))/ε``, which makes
 ``G = (1 − γ/ε)·g + (γ/ε)·∇L(θ + εg)``: exactly GNP with ``rho=ε, alpha=γ/ε, normalize=False``
-(``conf/optimizer/fd_gr.yaml``). Their backward difference B-GR is ``rho=−ε, alpha=−γ/ε``, so rho and
+(``flatmin/conf/optimizer/fd_gr.yaml``). Their backward difference B-GR is ``rho=−ε, alpha=−γ/ε``, so rho and
 alpha take any sign here.
 
 Release: zhaoyang-0204/gnp@e803362 ``training/training_core.py`` (JAX, ``get_gnp_gradient``; not run

@@ -62,7 +62,7 @@ class RWP(MultiPassOptimizer, key="rwp"):
     """m-RWP (``lam < 1``), RWP (``lam = 1``) and mARWP (``eta > 0``) over any base optimizer.
 
     Defaults: sigma 0.015 and lam 0.5, the release's ``scripts/run_mrwp.sh`` (CIFAR-100 ResNet-18);
-    eta 0 (pure m-RWP) is this API's, ``conf/optimizer/marwp.yaml`` takes the release's mARWP
+    eta 0 (pure m-RWP) is this API's, ``flatmin/conf/optimizer/marwp.yaml`` takes the release's mARWP
     setting eta 0.1, beta 0.99. With ``lam < 1`` the closure must be of the extended protocol
     (``docs/optimizers.md``, "The extended closure") and the batch must have 2 rows or more.
     Only groups with ``perturb`` true get noise and keep an F; G is mixed over every tensor with a

@@ -24,7 +24,7 @@ class SAM(MultiPassOptimizer, key="sam"):
     """Sharpness-Aware Minimization; ``adaptive=True`` gives ASAM, ``normalize=False`` USAM.
 
     Defaults: rho 0.05 (SAM's) and eta 0.01 (the official ASAM code's); ASAM's rho 0.5 is
-    ``conf/optimizer/asam.yaml``'s (``SAM(..., adaptive=True)`` keeps 0.05 unless given). The widely
+    ``flatmin/conf/optimizer/asam.yaml``'s (``SAM(..., adaptive=True)`` keeps 0.05 unless given). The widely
     copied single-file ASAM (T = |θ|, best rho 2.0) is ``eta=0`` with every tensor adaptive.
     USAM (Andriushchenko & Flammarion, ICML 2022, §2; Compagnoni et al., AISTATS 2023) drops the
     norm: ``e = rho·S²⊙g``; the release (tml-epfl/understanding-sam ``deep_nets/sam.py``,

@@ -1,7 +1,7 @@
 """What an ``optimizer`` config may hold, declared once, and its checks, made before anything is built.
 
-An ``optimizer`` config (``conf/optimizer/<name>.yaml``) is the block every option shares
-(``conf/optimizer_common/base.yaml``, declared here as :data:`SHARED`: the base optimizer, the
+An ``optimizer`` config (``flatmin/conf/optimizer/<name>.yaml``) is the block every option shares
+(``flatmin/conf/optimizer_common/base.yaml``, declared here as :data:`SHARED`: the base optimizer, the
 param grouping, schedules, Lookahead, weight averaging) plus the method's own hyperparameters
 (``method: <key>`` and what that method declares, ``flatmin/optim/hyper.py``).
 :func:`check_optimizer_config` checks a config against both declarations, what the base optimizer

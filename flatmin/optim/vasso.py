@@ -39,7 +39,7 @@ class VaSSO(MultiPassOptimizer, key="vasso"):
 
     Defaults: rho 0.05 (the release's and SAM's); theta 0.4, the value this API was specified with.
     The release trains with theta 0.9 (its ``configs/defaulf_cfg.py`` default and ``train.sh``,
-    CIFAR-100 WRN-28-10 with rho 0.2), which ``conf/optimizer/vasso.yaml`` uses. Only groups with
+    CIFAR-100 WRN-28-10 with rho 0.2), which ``flatmin/conf/optimizer/vasso.yaml`` uses. Only groups with
     ``perturb`` true move and keep a d, and ‖d‖ is over them. Gradient accumulation: d takes in each
     micro-batch's gradient. Returns the loss of the first pass (at θ).
     """

@@ -19,7 +19,7 @@ from flatmin.data.metrics import RANGES
 from flatmin.rundir import (BEST_TEST, FINAL, LAST_TRAINING_WEIGHTS, SHARPNESS, TEST, TEST_OF_BEST_VAL,
                             TEST_OF_LAST)
 
-# The SAM paper's augmentations as dataset settings (conf/dataset_common/cifar.yaml): "basic" is
+# The SAM paper's augmentations as dataset settings (flatmin/conf/dataset_common/cifar.yaml): "basic" is
 # crop + flip alone; cutout is 16 px on CIFAR-10 and commonly 8 px on CIFAR-100 (DeVries & Taylor).
 AUGMENTATIONS = {"basic": {"dataset.augment.policy": None, "dataset.augment.cutout": 0},
                  "cutout": {"dataset.augment.policy": None, "dataset.augment.cutout": (8, 16)},

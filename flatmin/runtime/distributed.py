@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-#: The run-directory stamp every rank of one torchrun job uses (see conf/hydra/default.yaml).
+#: The run-directory stamp every rank of one torchrun job uses (see flatmin/conf/hydra/default.yaml).
 RUN_STAMP_VARIABLE = "FLATMIN_RUN_STAMP"
 
 

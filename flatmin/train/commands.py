@@ -15,8 +15,8 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 
-#: How the commands start (train.py at the repository root).
-TRAIN = ("python", "train.py")
+#: How the commands start: the training command's module form, which works installed and in a clone.
+TRAIN = ("python", "-m", "flatmin.train")
 
 
 def _without(overrides: Sequence[str], *keys: str) -> list[str]:

@@ -3,7 +3,7 @@
 Hydra creates the job's directory (``hydra.run.dir``, or ``hydra.sweep.dir`` for a sweep) before
 flatmin's code runs, so a ``paths.log_dir`` on a read-only file system, under a file, or anywhere
 this process may not write would end in Hydra's traceback. This callback, registered in
-``conf/hydra/default.yaml``, tries the folder first: where it cannot be written it prints one
+``flatmin/conf/hydra/default.yaml``, tries the folder first: where it cannot be written it prints one
 sentence naming it and exits with the bad-input status (``rundir.EXIT_CODES``), writing nothing.
 """
 

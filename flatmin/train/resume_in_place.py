@@ -5,7 +5,7 @@ file before flatmin's code runs. For ``trainer.resume=<run dir or checkpoint>`` 
 would be a new one under ``outputs/runs/``, holding the resumed part's log (the run's own log
 stopping at the interruption) and, for a refused resume, nothing but Hydra's files; into a fixed
 ``hydra.run.dir`` that holds a run, Hydra would overwrite the run's first record. This callback,
-registered in ``conf/hydra/default.yaml``, moves the job into the run's directory, so its log
+registered in ``flatmin/conf/hydra/default.yaml``, moves the job into the run's directory, so its log
 continues in the run's ``train.log``, and puts Hydra's record of this launch beside the first one,
 in ``.hydra/resumes/<time>/`` (removed again when flatmin refuses the launch: ``train.run.refuse``).
 """

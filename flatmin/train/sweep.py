@@ -83,7 +83,7 @@ def print_sweep_outcomes(sweep_dir: Path, planned: list[list[str]] | None = None
 
 
 class SweepSummary(Callback):
-    """Registered in ``conf/hydra/default.yaml``; active for multiruns only."""
+    """Registered in ``flatmin/conf/hydra/default.yaml``; active for multiruns only."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.register(print_sweep_outcomes, Path(config.hydra.sweep.dir), planned_jobs(config),

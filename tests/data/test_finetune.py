@@ -1,5 +1,5 @@
 """The fine-tuning sets on small trees in their official layouts: split sizes as in the nso_finetune
-table of docs/recipes.md, class counts as in conf/dataset/, labels read from the datasets' own files."""
+table of docs/recipes.md, class counts as in flatmin/conf/dataset/, labels read from the datasets' own files."""
 
 from __future__ import annotations
 

@@ -373,7 +373,7 @@ def test_one_ctrl_c_early_is_told_as_one_and_its_printed_command_finishes_the_ru
 
 def test_a_ctrl_c_that_stops_at_once_says_which_one_and_how_the_run_goes_on(tmp_path: Path):
     second, first = stopped_at_once(tmp_path, second=True), stopped_at_once(tmp_path, second=False)
-    command = f"python train.py hydra.run.dir={tmp_path} trainer.resume=auto"
+    command = f"python -m flatmin.train hydra.run.dir={tmp_path} trainer.resume=auto"
     assert second == f"stopped at once by a second Ctrl-C, before its first checkpoint; start it again with: {command}"
     assert first.startswith("stopped at once by Ctrl-C, before its first checkpoint;")
     (tmp_path / rundir.LAST).touch()

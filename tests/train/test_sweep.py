@@ -75,5 +75,5 @@ def test_the_closing_list_names_unlaunched_jobs_and_stays_silent_when_hydra_refu
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"flatmin sweep {tmp_path}: 1 of 2 jobs completed (1 not launched)",
                      "  #0 completed   ", "  #1 not launched  optimizer=sam",
-                     f"continue the sweep with: python train.py -m optimizer=sgd,sam hydra.sweep.dir={tmp_path} "
+                     f"continue the sweep with: python -m flatmin.train -m optimizer=sgd,sam hydra.sweep.dir={tmp_path} "
                      "trainer.resume=auto"]
