@@ -31,7 +31,8 @@ def test_the_cpu_smoke_mode_runs_every_section(tmp_path: Path):
         sorted((method, precision) for method in METHODS for precision in ("bf16", "fp16"))
     assert all(row["ms_per_step"] > 0 for row in rows)
     assert all(row["overflow_skips_and_backs_off"] for row in rows if row["precision"] == "fp16")
-    assert sorted(row["method"] for row in sections["trainer"]["figures"]["digits_fp32"]) == METHODS
+    assert sorted(row["method"] for row in sections["trainer"]["figures"]["digits_fp32"]) == \
+        ["bsam", "esam", "nso", "sam", "sgd"]                 # the smoke mode's; a GPU runs every method
     steps = [row for row in sections["data_path"]["figures"]["bench"] if row["kind"] == "step"]
     assert {(row["optimizer"], row["loader"]) for row in steps} == {(o, f) for o in ("sgd", "sam")
                                                                      for f in ("synthetic", "torch")}
