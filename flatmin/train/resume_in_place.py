@@ -31,8 +31,9 @@ class ResumeInPlace(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         resume = config.trainer.get("resume")
+        resumed = rundir.resumed_run_dir(resume) if resume not in (None, "auto") and Path(resume).exists() else None
         with read_write(config.hydra):
-            if resume not in (None, "auto") and Path(resume).exists():
-                config.hydra.run.dir = str(rundir.resumed_run_dir(resume))
+            if resumed is not None and rundir.holds_run(resumed):     # else flatmin refuses it in Hydra's folder
+                config.hydra.run.dir = str(resumed)
             if config.hydra.output_subdir is not None and rundir.holds_run(Path(config.hydra.run.dir)):
                 config.hydra.output_subdir = f"{RESUME_RECORDS}/{datetime.now():%Y-%m-%d_%H-%M-%S_%f}"

@@ -229,6 +229,12 @@ def test_a_refused_single_launch_leaves_no_run_directory(tmp_path: Path):
     assert result.returncode == rundir.EXIT_CODES["bad input"]
     assert "flatmin: error: optimizer.lr must be a number > 0 (got -1)." in result.stderr
     assert list((tmp_path / "runs").iterdir()) == []
+    elsewhere = tmp_path / "elsewhere"                # a resume of a file in a folder that holds no run
+    elsewhere.mkdir()
+    (elsewhere / "notes.pt").write_text("not a checkpoint")
+    result = run_cli(f"trainer.resume={elsewhere / 'notes.pt'}", log_dir=tmp_path, check=False)
+    assert result.returncode == rundir.EXIT_CODES["bad input"] and "cannot be read" in result.stderr
+    assert list((tmp_path / "runs").iterdir()) == [] and [p.name for p in elsewhere.iterdir()] == ["notes.pt"]
 
 
 def test_a_refused_sweep_job_leaves_its_reason_for_the_report(cfg_factory, tmp_path: Path):
