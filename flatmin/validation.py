@@ -199,6 +199,15 @@ def check_split(cfg: DictConfig) -> None:
                           "they leave no training examples.")
 
 
+def check_normalization(cfg: DictConfig) -> None:
+    """``dataset.normalize`` has one mean and one std per input channel."""
+    normalize, channels = cfg.dataset.get("normalize"), cfg.dataset.get("in_channels")
+    for key in ("mean", "std") if normalize is not None and channels is not None else ():
+        if len(normalize[key]) != channels:
+            raise ConfigError(f"dataset.normalize.{key} must have one value per input channel: {channels} "
+                              f"(dataset.in_channels), not {len(normalize[key])}.")
+
+
 def check_monitor(cfg: DictConfig) -> None:
     """``trainer.monitor`` must be a metric the run's validation produces (a typo would silently keep
     the last epoch); without a validation split it is not used."""
@@ -270,6 +279,7 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
     if not prefix and "trainer" in cfg and "dataset" in cfg:
         check_split(cfg)
         check_monitor(cfg)
+        check_normalization(cfg)
     if "optimizer" in cfg and (not prefix or prefix.startswith("optimizer")):
         check_optimizer_config(OmegaConf.to_container(cfg.optimizer, resolve=True))
         if "dataset" in cfg:

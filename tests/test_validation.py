@@ -161,6 +161,8 @@ INVALID = [
     (["dataset=cifar10", "dataset.download=maybe"], "dataset.download must be true or false (got 'maybe')."),
     (["dataset=cifar10", "dataset.normalize.std=[0.2,0,0.2]"],
      "dataset.normalize.std must be a list of numbers > 0, one per input channel (got [0.2, 0, 0.2])."),
+    (["dataset=cifar10", "dataset.normalize.mean=[0.5,0.5]"],
+     "dataset.normalize.mean must have one value per input channel: 3 (dataset.in_channels), not 2."),
     (["dataset.split.seed=-1"], "dataset.split.seed must be a non-negative integer (got -1)."),
     (["model=pyramidnet110", "model.bottleneck=maybe"], "model.bottleneck must be true or false (got 'maybe')."),
     (["model.dropout=1.0"], "model.dropout must be a number in [0, 1) (got 1.0)."),
