@@ -128,6 +128,18 @@ class ActiveParams(list[ActiveGroup]):
         return ActiveParams(entry for entry in self if entry.options.get("perturb", True))
 
 
+def require_closure(optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A step pre-hook: a multi-pass method stepped without a closure (a bare ``optimizer.step()``, a
+    host loop that steps after its own backward) is a ``TypeError`` saying so, before anything moves
+    (it was ``'NoneType' object is not callable`` from inside the first pass)."""
+    closure = args[1] if len(args) > 1 else kwargs.get("closure")      # args[0] is the optimizer
+    if not callable(closure):
+        raise TypeError(f"{type(optimizer).__name__}.step needs a closure that recomputes the mini-batch's loss "
+                        "and gradient (the step runs its forward and backward passes itself): call "
+                        'optimizer.step(closure), or let flatmin.step.Stepper drive it (docs/optimizers.md, "The step '
+                        'and its closure").')
+
+
 class MultiPassOptimizer(Optimizer):
     """Base class of the flat-minima methods: wraps a base optimizer on shared param groups.
 
@@ -212,6 +224,7 @@ class MultiPassOptimizer(Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self.base_step_gate: Callable[[], bool] | None = None
         self._scratch: dict[tuple[str, int], Tensor] = {}
+        self.register_step_pre_hook(require_closure)
 
     # -- the steps of an algorithm box -------------------------------------------------------
     @staticmethod

@@ -274,6 +274,18 @@ def test_step_never_synchronises_with_the_host(name: str, monkeypatch):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_step_without_a_closure_is_one_sentence_before_anything_moves(name: str):
+    """A host that steps after its own backward (a plain transformers.Trainer) calls ``step()``: it
+    was ``'NoneType' object is not callable`` from inside the first pass."""
+    model = mlp()
+    optimizer = build(name, model)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match=r"\.step needs a closure that recomputes the mini-batch's loss"):
+        optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_parameter_without_gradient_is_left_untouched(name: str):
     model = mlp()
     unused = nn.Parameter(torch.ones(4))
