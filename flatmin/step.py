@@ -35,6 +35,7 @@ from torch.optim import Optimizer
 from flatmin.optim import MultiPassOptimizer
 from flatmin.runtime import Runtime
 from flatmin.runtime.distributed import GradientAverager, is_ddp
+from flatmin.runtime.precision import LossScaler
 
 
 class BatchNormFirstPass:
@@ -77,7 +78,8 @@ class Stepper:
     was taken or skipped for overflow (the scheduler then advances), False while accumulating.
     A ``DistributedDataParallel`` model switches on the DDP rules above. Every pass runs in the
     ``runtime``'s precision (its autocast), and the Stepper keeps that precision's loss scaler
-    (``scaler``: dynamic under fp16, inert otherwise). The closure it builds is an
+    (``scaler``: dynamic under fp16, inert otherwise; an adapter passes one with its host's
+    ``GradScaler`` settings). The closure it builds is an
     :class:`ExtendedClosure`; ``loss_fn(outputs, targets)`` gives the mean loss and, for the
     protocol's per-example and forward-only calls, takes ``reduction="none"`` (as
     ``torch.nn.functional.cross_entropy``, the default, does).
@@ -85,12 +87,12 @@ class Stepper:
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, runtime: Runtime,
                  loss_fn: Callable[..., Tensor] = F.cross_entropy, accumulate: int = 1,
-                 grad_clip_norm: float | None = None) -> None:
+                 grad_clip_norm: float | None = None, scaler: LossScaler | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.precision = runtime.precision
-        self.scaler = runtime.precision.loss_scaler()
+        self.scaler = scaler if scaler is not None else runtime.precision.loss_scaler()
         self.accumulate = accumulate
         self.grad_clip_norm = grad_clip_norm
         self.params = [p for p in model.parameters() if p.requires_grad]

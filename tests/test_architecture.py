@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"data", "models", "optim"},
     {"step", "validation"},
     {"assembly"},
-    {"sharpness", "report", "studies"},
+    {"sharpness", "report", "studies", "integrations"},
     {"train"},
 ]
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}

@@ -79,7 +79,8 @@ def runnable(name: str) -> str:
 
 def test_every_python_block_is_marked_runnable():
     names = [RUNNABLE.search(before) for language, _, before in blocks() if language == "python"]
-    assert all(names) and {m["name"] for m in names} == {"the contract", "the own training loop"}
+    assert all(names) and {m["name"] for m in names} == {"the contract", "the own training loop",
+                                                         "the accelerate loop"}
 
 
 def test_the_contract_block_steps_sam():
@@ -87,6 +88,12 @@ def test_the_contract_block_steps_sam():
     namespace: dict = {}
     exec(compile(runnable("the contract"), "README.md", "exec"), namespace)
     assert torch.isfinite(namespace["loss"]) and namespace["opt"].base_optimizer.state   # SGD's momentum: a step
+
+
+def test_the_accelerate_loop_trains_esam_through_the_stepper(capsys):
+    namespace: dict = {}
+    exec(compile(runnable("the accelerate loop"), "README.md", "exec"), namespace)
+    assert namespace["accuracy"] >= 0.9 and namespace["stepper"].optimizer is namespace["optimizer"].optimizer
 
 
 def test_the_own_training_loop_trains_with_esam_and_evaluates_the_slow_weights(capsys):

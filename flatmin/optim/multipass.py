@@ -136,8 +136,8 @@ def require_closure(optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[st
     if not callable(closure):
         raise TypeError(f"{type(optimizer).__name__}.step needs a closure that recomputes the mini-batch's loss "
                         "and gradient (the step runs its forward and backward passes itself): call "
-                        'optimizer.step(closure), or let flatmin.step.Stepper drive it (docs/optimizers.md, "The step '
-                        'and its closure").')
+                        "optimizer.step(closure), or let flatmin.step.Stepper drive it "
+                        '(docs/optimizers.md, "The step and its closure").')
 
 
 class MultiPassOptimizer(Optimizer):
