@@ -46,7 +46,6 @@ from flatmin.data.cifar import write_cifar10
 from flatmin.runtime import Runtime
 
 
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -11,7 +11,7 @@ budget left (``BUDGET_S``, default 450 s) cannot hold is skipped with a note:
    step, peak device memory and its excess over SGD's; in fp16 a forced overflow (loss scale 2^127)
    must leave the weights untouched and halve the scale, and training must go on finite after it.
 2. ``trainer``: the real command line on digits, every method, bf16 (30 epochs, the quick start's
-   bar of 0.90 test accuracy) and fp16 (10 epochs).
+   bar of 0.90 test accuracy) and fp16 (10 epochs); the CPU smoke mode, five of them for 2 batches.
 3. ``data_path``: ``scripts/bench.py`` in bf16 with channels_last: each loader alone, and SGD/SAM
    fed by it against a fixed on-device batch.
 4. ``compile``: SAM through the ``Stepper`` on a compiled model (inductor): no new graph after the
