@@ -200,12 +200,19 @@ def lock_holder(path: Path) -> str | None:
     if not lock.is_file():
         return None
     with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            return handle.read().strip() or "another process"
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        holder = _take_lock(handle)
+        if holder is None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return holder
+
+
+def _take_lock(handle: IO[str]) -> str | None:
+    """Lock the open lock file without waiting; None when taken, else who holds it (``process <pid>``)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        return handle.read().strip() or "another process"
     return None
 
 
@@ -216,13 +223,9 @@ def locked(path: Path) -> Iterator[None]:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     handle = open(path / LOCK, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    if (holder := _take_lock(handle)) is not None:
         handle.close()
-        raise in_use(path, holder) from None
+        raise in_use(path, holder)
     handle.seek(0)
     handle.truncate()
     handle.write(f"process {os.getpid()}")

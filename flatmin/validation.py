@@ -202,7 +202,9 @@ def check_split(cfg: DictConfig) -> None:
 def check_normalization(cfg: DictConfig) -> None:
     """``dataset.normalize`` has one mean and one std per input channel."""
     normalize, channels = cfg.dataset.get("normalize"), cfg.dataset.get("in_channels")
-    for key in ("mean", "std") if normalize is not None and channels is not None else ():
+    if normalize is None or channels is None:
+        return
+    for key in ("mean", "std"):
         if len(normalize[key]) != channels:
             raise ConfigError(f"dataset.normalize.{key} must have one value per input channel: {channels} "
                               f"(dataset.in_channels), not {len(normalize[key])}.")
@@ -264,9 +266,10 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         reason = str(error).splitlines()[0].rstrip(".")
         raise ConfigError(f"{error.full_key} could not be resolved ({reason}); choose config options that fit "
                           "together (e.g. model=bert for the GLUE datasets).") from error
-    for key in (key for key in undeclared_keys(resolved) if key.startswith(prefix)):
-        raise ConfigError(f"{key} is not a setting flatmin knows, so nothing would read it; check its spelling "
-                          "(python train.py --cfg job lists the settings).")
+    undeclared = [key for key in undeclared_keys(resolved) if key.startswith(prefix)]
+    if undeclared:
+        raise ConfigError(f"{undeclared[0]} is not a setting flatmin knows, so nothing would read it; check its "
+                          "spelling (python train.py --cfg job lists the settings).")
     for rule in (rule for rule in RULES if rule.key.startswith(prefix)):
         try:
             value = OmegaConf.select(cfg, rule.key, default=_MISSING, throw_on_missing=False)

@@ -11,7 +11,7 @@ comes :func:`method_label`: the option whose method, structural settings and ``p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -68,8 +68,9 @@ def _compose(group: str, name: str, config_dirs: Sequence[str | Path]) -> DictCo
     if name not in available:
         raise ConfigError(f"{group}={name} is not an option: one of {', '.join(sorted(available))}.")
     own = OmegaConf.create(available[name].read_text())
-    defaults: Iterable[Any] = own.pop("defaults", None) or ["_self_"]
-    defaults = list(defaults) if "_self_" in defaults else [*defaults, "_self_"]
+    defaults = list(own.pop("defaults", None) or [])
+    if "_self_" not in defaults:
+        defaults.append("_self_")
     composed = OmegaConf.create()
     for entry in defaults:
         if entry == "_self_":

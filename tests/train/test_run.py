@@ -54,12 +54,13 @@ def halves_of_equal_cost(names: list[str]) -> tuple[list[str], list[str]]:
         optimizer = build_optimizer(name, torch.nn.Linear(1, 1))
         return getattr(optimizer, "mean_passes_per_step", 1)
 
+    cost = {name: passes(name) for name in names}
     halves: tuple[list[str], list[str]] = ([], [])
     load = [0.0, 0.0]
-    for name in sorted(names, key=passes, reverse=True):
+    for name in sorted(names, key=cost.get, reverse=True):
         lighter = load.index(min(load))
         halves[lighter].append(name)
-        load[lighter] += passes(name)
+        load[lighter] += cost[name]
     return halves
 
 
