@@ -24,7 +24,7 @@ Around it this module enforces the rules the methods rely on:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,11 @@ class BatchNormFirstPass:
             torch._foreach_copy_(self.buffers, self.snapshot)
 
 
+def call_model(model: nn.Module, inputs: Any) -> Tensor:
+    """How a pass reaches the model unless a host says otherwise: ``model(inputs)``."""
+    return model(inputs)
+
+
 class Stepper:
     """Runs ``optimizer.step(closure)`` on micro-batches and decides when the base step happens.
 
@@ -79,7 +84,12 @@ class Stepper:
     A ``DistributedDataParallel`` model switches on the DDP rules above. Every pass runs in the
     ``runtime``'s precision (its autocast), and the Stepper keeps that precision's loss scaler
     (``scaler``: dynamic under fp16, inert otherwise; an adapter passes one with its host's
-    ``GradScaler`` settings). The closure it builds is an
+    ``GradScaler`` settings). What a host loop tells it instead (keyword arguments): ``forward(model,
+    inputs)``, how a pass reaches the model and gets its outputs (``model(inputs)``; a transformers
+    model takes ``model(**inputs)`` and returns logits in an output object); ``pass_context``, the
+    context every pass runs in (the precision's autocast; Lightning's precision plugin has its own);
+    ``no_sync`` and ``replicas``, the context that keeps DDP from all-reducing each pass and how many
+    replicas average ``G`` (both taken from a DDP model when not given). The closure it builds is an
     :class:`ExtendedClosure`; ``loss_fn(outputs, targets)`` gives the mean loss and, for the
     protocol's per-example and forward-only calls, takes ``reduction="none"`` (as
     ``torch.nn.functional.cross_entropy``, the default, does).
@@ -87,11 +97,16 @@ class Stepper:
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, runtime: Runtime,
                  loss_fn: Callable[..., Tensor] = F.cross_entropy, accumulate: int = 1,
-                 grad_clip_norm: float | None = None, scaler: LossScaler | None = None) -> None:
+                 grad_clip_norm: float | None = None, scaler: LossScaler | None = None, *,
+                 forward: Callable[[nn.Module, Any], Tensor] = call_model,
+                 pass_context: Callable[[], ContextManager[Any]] | None = None,
+                 no_sync: Callable[[], ContextManager[Any]] | None = None, replicas: int | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
+        self.forward = forward
         self.precision = runtime.precision
+        self.pass_context = pass_context or runtime.precision.autocast
         self.scaler = scaler if scaler is not None else runtime.precision.loss_scaler()
         self.accumulate = accumulate
         self.grad_clip_norm = grad_clip_norm
@@ -103,9 +118,10 @@ class Stepper:
         self._micro_batch = 0
         self._group_size = accumulate
         self._accumulated: list[Tensor] | None = None
-        distributed = is_ddp(model)
-        self._passes_context = model.no_sync if distributed else contextlib.nullcontext
-        self._average = GradientAverager(torch.distributed.get_world_size()) if distributed else None
+        if is_ddp(model):
+            no_sync, replicas = no_sync or model.no_sync, replicas or torch.distributed.get_world_size()
+        self._passes_context = no_sync or contextlib.nullcontext
+        self._average = GradientAverager(replicas) if replicas and replicas > 1 else None
         if isinstance(optimizer, MultiPassOptimizer):
             optimizer.base_step_gate = self._gate
 
@@ -203,16 +219,16 @@ class ExtendedClosure:
         stepper.passes += 1
         if not backward:
             stepper.forward_only_passes += 1
-            with torch.no_grad(), stepper.precision.autocast():
-                outputs = stepper.model(inputs)
+            with torch.no_grad(), stepper.pass_context():
+                outputs = stepper.forward(stepper.model, inputs)
                 losses = stepper.loss_fn(outputs, targets, reduction="none")
             stepper.scaler.check_losses(losses)
             self._keep_outputs(outputs, indices)
             return losses.detach()
         stepper.model.zero_grad(set_to_none=True)
         with stepper._passes_context():
-            with stepper.precision.autocast():
-                outputs = stepper.model(inputs)
+            with stepper.pass_context():
+                outputs = stepper.forward(stepper.model, inputs)
                 if per_example:
                     losses = stepper.loss_fn(outputs, targets, reduction="none")
                     loss = losses.mean()
