@@ -130,14 +130,28 @@ class ActiveParams(list[ActiveGroup]):
 
 def require_closure(optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """A step pre-hook: a multi-pass method stepped without a closure (a bare ``optimizer.step()``, a
-    host loop that steps after its own backward) is a ``TypeError`` saying so, before anything moves
-    (it was ``'NoneType' object is not callable`` from inside the first pass)."""
+    host loop that steps after its own backward, such as the transformers ``Trainer``) or through
+    Lightning's optimizer step is a ``TypeError`` naming the adapter to use, before anything moves
+    (without a closure it was ``'NoneType' object is not callable`` from inside the first pass)."""
     closure = args[1] if len(args) > 1 else kwargs.get("closure")      # args[0] is the optimizer
+    name = type(optimizer).__name__
     if not callable(closure):
-        raise TypeError(f"{type(optimizer).__name__}.step needs a closure that recomputes the mini-batch's loss "
-                        "and gradient (the step runs its forward and backward passes itself): call "
-                        "optimizer.step(closure), or let flatmin.step.Stepper drive it "
-                        '(docs/optimizers.md, "The step and its closure").')
+        raise TypeError(f"{name}.step needs a closure that recomputes the mini-batch's loss and gradient (the "
+                        "step runs its forward and backward passes itself): call optimizer.step(closure), or "
+                        "let flatmin.step.Stepper drive it (in a transformers Trainer: "
+                        "flatmin.integrations.hf.FlatminTrainer; in Lightning: "
+                        "flatmin.integrations.lightning.FlatminMixin).")
+    if is_lightning_closure(closure):
+        raise TypeError(f"{name} was stepped through Lightning's optimizer step, which runs its hooks and "
+                        "gradient clipping after every pass, unscales fp16 gradients once and drops the extended "
+                        "closure: give the LightningModule flatmin.integrations.lightning.FlatminMixin.")
+
+
+def is_lightning_closure(closure: Callable[..., Any]) -> bool:
+    """Whether ``closure`` is the one Lightning's precision plugins pass (``partial(_wrap_closure, …)``,
+    ``lightning/pytorch/plugins/precision/precision.py``), under either package name."""
+    wrapped = getattr(closure, "func", None)
+    return getattr(wrapped, "__module__", "").split(".")[0] in ("lightning", "pytorch_lightning")
 
 
 class MultiPassOptimizer(Optimizer):
