@@ -1,13 +1,17 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install test test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
+.PHONY: help install install-cpu test test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 install: ## install flatmin and its test dependencies, at the versions CI tests (constraints.txt), into the current Python (3.11 or newer)
 	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
+
+install-cpu: ## install torch's CPU-only wheels (PyTorch's CPU index, no CUDA libraries), then flatmin, at the versions CI tests
+	$(PYTHON) -m pip install -c constraints.txt torch torchvision --index-url https://download.pytorch.org/whl/cpu
+	$(PYTHON) -m pip install -c constraints.txt -e .
 
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 	$(PYTHON) -m pytest

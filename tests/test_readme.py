@@ -1,6 +1,7 @@
 """Every code block of the README is executed or checked here, and so is its architecture list:
 
-* a Python block is runnable (``<!-- runnable: NAME -->`` before it) and runs, with NAME's checks;
+* a Python block is runnable (``<!-- runnable: NAME -->`` before it) and runs, with NAME's checks
+  (``test_readme_examples.py``);
 * a command of a bash block is accepted as written: ``python train.py …`` composes and validates
   (each setting of a sweep), ``python -m flatmin.sharpness|report`` and ``scripts/make_table.py``
   parse, ``make`` names a target, a script exists;
@@ -21,10 +22,10 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -68,39 +69,6 @@ def test_every_block_is_run_or_checked():
                  if not (language in ("python", "bash") or in_figure(before) or is_architecture(before)
                          or body.startswith(TRANSCRIPT) or body in user_config_files().values())]
     assert not unchecked, f"blocks neither run nor checked (cut them to a pointer, or test them): {unchecked}"
-
-
-# -- Python ---------------------------------------------------------------------------------------
-def runnable(name: str) -> str:
-    (body,) = [body for language, body, before in blocks() if language == "python"
-               and (found := RUNNABLE.search(before)) and found["name"] == name]
-    return body
-
-
-def test_every_python_block_is_marked_runnable():
-    names = [RUNNABLE.search(before) for language, _, before in blocks() if language == "python"]
-    assert all(names) and {m["name"] for m in names} == {"the contract", "the own training loop",
-                                                         "the accelerate loop"}
-
-
-def test_the_contract_block_steps_sam():
-    torch.manual_seed(0)
-    namespace: dict = {}
-    exec(compile(runnable("the contract"), "README.md", "exec"), namespace)
-    assert torch.isfinite(namespace["loss"]) and namespace["opt"].base_optimizer.state   # SGD's momentum: a step
-
-
-def test_the_accelerate_loop_trains_esam_through_the_stepper(capsys):
-    namespace: dict = {}
-    exec(compile(runnable("the accelerate loop"), "README.md", "exec"), namespace)
-    assert namespace["accuracy"] >= 0.9 and namespace["stepper"].optimizer is namespace["optimizer"].optimizer
-
-
-def test_the_own_training_loop_trains_with_esam_and_evaluates_the_slow_weights(capsys):
-    namespace: dict = {}
-    exec(compile(runnable("the own training loop"), "README.md", "exec"), namespace)
-    assert namespace["accuracy"] >= 0.9
-    assert "training accuracy of the slow weights" in capsys.readouterr().out
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -154,6 +122,19 @@ def check_training_command(arguments: list[str], run_dir: Path) -> None:
         validate(cfg)
 
 
+def check_pip_install(arguments: list[str]) -> None:
+    """``pip install [-c constraints.txt] .[extras]``: the constraints file is there and every extra is
+    one pyproject.toml declares (installing needs an index this test does not reach)."""
+    assert arguments[0] == "install", arguments
+    if arguments[1] == "-c":
+        assert (ROOT / arguments[2]).is_file()
+        arguments = arguments[2:]
+    target = re.fullmatch(r"\.(?:\[(?P<extras>[\w,]+)\])?", arguments[-1])
+    assert target, arguments
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set((target["extras"] or "").split(",")) - {""} <= set(declared)
+
+
 MAKE_TARGETS = set(re.findall(r"^([a-z0-9-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
 
 
@@ -164,6 +145,8 @@ def test_every_command_is_accepted_as_written(tmp_path: Path, command: str):
     program, *arguments = words(command, run_dir)
     if program == "make":
         assert set(arguments) <= MAKE_TARGETS, command
+    elif program == "pip":
+        check_pip_install(arguments)
     elif "--config-dir" in arguments:
         assert command in CONFIG_DIR_COMMANDS                # run for real below
     elif arguments[:1] == ["train.py"]:
