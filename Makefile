@@ -1,7 +1,7 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install install-cpu test test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
+.PHONY: help install install-cpu test test-wheel test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ install-cpu: ## install torch's CPU-only wheels (PyTorch's CPU index, no CUDA li
 
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 	$(PYTHON) -m pytest
+
+test-wheel: ## build the wheel, install it into a fresh virtual environment and use it from outside the clone (about a minute; CI runs it)
+	$(PYTHON) -m pytest -m slow tests/test_wheel.py
 
 test-slow: ## run only the tests marked slow
 	$(PYTHON) -m pytest -m slow

@@ -118,9 +118,10 @@ Net = module_class(L.LightningModule)
 
 def fit(module: L.LightningModule, epochs: int = 1, validate: bool = False, trainer_class=L.Trainer,
         **settings) -> L.Trainer:
-    trainer = trainer_class(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=1 if validate else 0, num_sanity_val_steps=0, **settings)
+    settings = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                "enable_model_summary": False, "limit_val_batches": 1 if validate else 0, "num_sanity_val_steps": 0,
+                **settings}
+    trainer = trainer_class(max_epochs=epochs, accelerator="cpu", **settings)
     trainer.fit(module, loader(batches(next(module.parameters()).dtype)),
                 loader(batches(count=1)) if validate else None)
     return trainer
@@ -159,19 +160,24 @@ def test_fp16_with_an_overflow_skips_the_step_as_the_stepper_does(case: str):
     assert trainer.global_step == len(group_sizes(2))                         # skipped steps count
 
 
-def test_validation_sees_the_evaluation_weights_and_training_goes_on_with_the_training_weights():
+def test_validation_sees_the_evaluation_weights_and_training_goes_on_with_the_training_weights(tmp_path: Path):
     """Lookahead over SAM: validation after the first epoch sees the slow weights; the second epoch
-    continues from the fast ones, as if validation had not happened."""
+    continues from the fast ones, as if validation had not happened, and ModelCheckpoint (which
+    saves after validation) saves the training weights."""
     after_one, method, _ = reference("lookahead-sam", 1)          # 7 steps: the fast weights are 1 past a sync
     with evaluation_weights(method):
         slow = state(after_one)
     expected, _, _ = reference("lookahead-sam", 1, epochs=2)
     module = Net("lookahead-sam", 1)
-    fit(module, epochs=2, validate=True)
+    fit(module, epochs=2, validate=True, enable_checkpointing=True,
+        callbacks=[L.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1,
+                                                    save_on_train_epoch_end=False)])
     assert len(module.validated) == 2
     assert all(torch.equal(a, b) for a, b in zip(slow, module.validated[0]))
     assert not all(torch.equal(a, b) for a, b in zip(slow, state(after_one)))    # the slow weights differ
     assert all(torch.equal(a, b) for a, b in zip(state(expected), state(module.model)))
+    saved = torch.load(tmp_path / "epoch=0.ckpt", weights_only=False)["state_dict"]       # after validation
+    assert all(torch.equal(saved[f"model.{name}"], tensor) for name, tensor in after_one.state_dict().items())
 
 
 def test_a_resumed_fit_continues_the_stepper_and_ends_where_an_uninterrupted_one_does(tmp_path: Path):
