@@ -25,8 +25,8 @@ def run(name: str) -> dict:
 
 def test_every_python_block_is_marked_runnable():
     names = [RUNNABLE.search(before) for language, _, before in blocks() if language == "python"]
-    assert all(names) and {m["name"] for m in names} == {"the contract", "the own training loop",
-                                                         "the lightning module", "the accelerate loop"}
+    assert all(names) and {m["name"] for m in names} == {"the contract", "the own training loop", "the lightning module",
+                                                         "the transformers trainer", "the accelerate loop"}
 
 
 def test_the_contract_block_steps_sam():
@@ -46,6 +46,14 @@ def test_the_lightning_module_trains_sam_through_the_mixin(capsys):
     assert namespace["accuracy"] >= 0.9
     assert trainer.global_step == 5 * math.ceil(len(trainer.train_dataloader) / 2)    # optimizer steps
     assert trainer.lightning_module.flatmin_stepper.passes == 2 * 5 * len(trainer.train_dataloader)
+
+
+def test_the_transformers_trainer_trains_sam_through_flatmin_trainer(capsys):
+    namespace = run("the transformers trainer")
+    trainer = namespace["trainer"]
+    assert trainer.evaluate()["eval_loss"] < 0.5                      # chance is ln 2
+    assert trainer.state.global_step == 3 * 384 // (32 * 2)             # optimizer steps
+    assert trainer.stepper.passes == 2 * 3 * 384 // 32
 
 
 def test_the_accelerate_loop_trains_esam_through_the_stepper():

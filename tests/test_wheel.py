@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 BUILD_EVERY_OPTION = """
 import torch
 import flatmin
+import flatmin.integrations.accelerate, flatmin.integrations.hf, flatmin.integrations.lightning  # the adapters ship
 from flatmin.optim import build_optimizer, option_names
 from flatmin.runtime import Runtime
 from flatmin.step import Stepper

@@ -37,20 +37,29 @@ REFUSED = ("DEEPSPEED", "FSDP", "MEGATRON_LM")
 
 def accelerated_stepper(accelerator: Any, model: nn.Module, optimizer: Optimizer,
                         loss_fn: Callable[..., Tensor] = F.cross_entropy, accumulate: int = 1,
-                        grad_clip_norm: float | None = None) -> Stepper:
+                        grad_clip_norm: float | None = None, **host: Any) -> Stepper:
     """The :class:`Stepper` that steps ``optimizer`` (as ``accelerator.prepare`` returned it) on
-    ``model`` (prepared) the way flatmin's trainer does, in the accelerator's precision."""
-    kind = str(getattr(accelerator.distributed_type, "name", accelerator.distributed_type))
-    if kind in REFUSED:
-        raise TypeError(f"accelerated_stepper does not run under {kind}: flatmin's methods average G over "
-                        "replicated parameters (DDP or one process).")
+    ``model`` (prepared) the way flatmin's trainer does, in the accelerator's precision. ``host``: the
+    Stepper's other keyword arguments (``forward``, for a transformers model)."""
+    refuse_sharding(accelerator, "accelerated_stepper")
     if accelerator.mixed_precision not in PRECISION_OF:
         raise TypeError(f"accelerated_stepper: mixed_precision={accelerator.mixed_precision!r} is not one of "
                         f"{', '.join(PRECISION_OF)}.")
     inner = getattr(optimizer, "optimizer", optimizer)             # under AcceleratedOptimizer
-    precision = Precision(PRECISION_OF[accelerator.mixed_precision], accelerator.device)
+    # On a CPU accelerate keeps mixed_precision="fp16" but runs fp32 (native_amp off, no scaler):
+    # the passes run as its forward does.
+    name = PRECISION_OF[accelerator.mixed_precision] if accelerator.native_amp else "fp32"
+    precision = Precision(name, accelerator.device)
     return Stepper(model, inner, Runtime(accelerator.device, precision), loss_fn, accumulate, grad_clip_norm,
-                   scaler=scaler_like(accelerator.scaler, precision))
+                   scaler=scaler_like(accelerator.scaler, precision), **host)
+
+
+def refuse_sharding(accelerator: Any, host: str) -> None:
+    """A ``TypeError`` naming ``host`` under an accelerator whose parameters are not replicated."""
+    kind = str(getattr(accelerator.distributed_type, "name", accelerator.distributed_type))
+    if kind in REFUSED:
+        raise TypeError(f"{host} does not run under {kind}: flatmin's methods average G over replicated "
+                        "parameters (DDP or one process).")
 
 
 def scaler_like(host: Any, precision: Precision) -> LossScaler:

@@ -5,10 +5,6 @@ refusals."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -240,20 +236,3 @@ def test_a_flatmin_method_stepped_through_lightnings_optimizer_step_is_refused(m
         fit(module)
     assert all(torch.equal(a, b) for a, b in zip(before, state(module.model)))
 
-
-def test_two_ddp_replicas_on_gloo_step_as_the_stepper_does_under_ddp(tmp_path: Path):
-    """``torchrun --nproc-per-node 2``: Lightning's DDP strategy through the mixin and the Stepper on a
-    DDP-wrapped network agree on every replica (lightning_ddp_worker.py), and the step count is the
-    optimizer steps'."""
-    worker = Path(__file__).with_name("lightning_ddp_worker.py")
-    root = Path(__file__).parents[2]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(worker), str(tmp_path)], env=environment, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    for rank in (0, 1):
-        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert set(results) == {"sam", "esam", "bsam", "lookahead-sam"}
-        for case, result in results.items():
-            assert result["difference"] <= 1e-12, (rank, case, result)
-            assert result["global_step"] == len(group_sizes(2))
