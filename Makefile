@@ -1,7 +1,7 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install install-cpu test test-wheel test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
+.PHONY: help install install-cpu test test-ci-slow test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -16,8 +16,8 @@ install-cpu: ## install torch's CPU-only wheels (PyTorch's CPU index, no CUDA li
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 	$(PYTHON) -m pytest
 
-test-wheel: ## build the wheel, install it into a fresh virtual environment and use it from outside the clone (about a minute; CI runs it)
-	$(PYTHON) -m pytest -m slow tests/test_wheel.py
+test-ci-slow: ## the slow tests CI runs besides make test: the wheel in a fresh virtual environment, used from outside the clone, and the GPU check's CPU smoke mode (about two minutes)
+	$(PYTHON) -m pytest -m slow tests/test_wheel.py tests/test_gpu_check.py
 
 test-slow: ## run only the tests marked slow
 	$(PYTHON) -m pytest -m slow
@@ -35,8 +35,10 @@ bench: ## optimizer step cost as a ratio to SGD, training throughput per loader,
 gpu-check: ## check this machine's GPU: every GPU path of flatmin, with figures (README: Checking a GPU machine)
 	scripts/gpu_check.sh
 
-wheels: ## pure-Python wheels in .wheels/ for gpu-check on an image without Hydra/omegaconf (and the peer SAM)
+wheels: ## wheels in .wheels/ for gpu-check on an image without Hydra/omegaconf and accelerate (and the peer SAM)
 	$(PYTHON) -m pip wheel --no-deps hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 -w .wheels
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: accelerate==1.16.0 -d .wheels
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.12 psutil==7.2.2 -d .wheels
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: pytorch_optimizer==4.1.0 -d .wheels
 
 study: ## the CPU study: matrix sensing, digits with 40% label noise; tables and plots in docs/study/ (about 4.0 minutes on 2 CPU cores)

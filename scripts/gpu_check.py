@@ -1,7 +1,7 @@
 """Check a GPU machine: does every GPU-specific path of flatmin work here, and how fast is it?
 
     scripts/gpu_check.sh [OUT_DIR]                   # make gpu-check; the wrapper sets up the imports
-    DEVICE=cpu QUICK=1 scripts/gpu_check.sh OUT_DIR  # the smoke mode the test suite runs
+    DEVICE=cpu QUICK=1 scripts/gpu_check.sh OUT_DIR  # the smoke mode CI runs (make test-ci-slow)
 
 Sections, most important first; each runs in its own process under a time cap, and one that the
 budget left (``BUDGET_S``, default 450 s) cannot hold is skipped with a note:
@@ -12,14 +12,17 @@ budget left (``BUDGET_S``, default 450 s) cannot hold is skipped with a note:
    must leave the weights untouched and halve the scale, and training must go on finite after it.
 2. ``trainer``: the real command line on digits, every method, bf16 (30 epochs, the quick start's
    bar of 0.90 test accuracy) and fp16 (10 epochs); the CPU smoke mode, five of them for 2 batches.
-3. ``data_path``: ``scripts/bench.py`` in bf16 with channels_last: each loader alone, and SGD/SAM
+3. ``adapters``: ``FlatminTrainer`` (transformers) with SAM and bSAM in fp16, a loss scale that
+   overflows, accumulation and clipping, bit for bit against the ``Stepper`` on the same micro-batches
+   (the smoke mode: bf16, as accelerate keeps fp16 off on a CPU).
+4. ``data_path``: ``scripts/bench.py`` in bf16 with channels_last: each loader alone, and SGD/SAM
    fed by it against a fixed on-device batch.
-4. ``compile``: SAM through the ``Stepper`` on a compiled model (inductor): no new graph after the
+5. ``compile``: SAM through the ``Stepper`` on a compiled model (inductor): no new graph after the
    first step; under CUDA graphs (``reduce-overhead``) the first pass's outputs must survive the
    second pass's replay; then ``train.py trainer.compile=true`` in both modes with
    ``TORCH_LOGS=recompiles``.
-5. ``ddp``: ``torchrun`` over every GPU, when there are at least two.
-6. ``bench_optim``: ``scripts/bench_optim.py`` in bf16 (ResNet-18, the BERT-style encoder), with
+6. ``ddp``: ``torchrun`` over every GPU, when there are at least two.
+7. ``bench_optim``: ``scripts/bench_optim.py`` in bf16 (ResNet-18, the BERT-style encoder), with
    pytorch_optimizer's SAM beside flatmin's when that package is importable.
 
 Written to OUT_DIR: ``summary.txt`` (for reading), ``summary.json`` (every figure) and
@@ -164,7 +167,7 @@ def section_environment(ctx: Context, out: Section) -> None:
     out.figure("facts", facts)
 
 
-# -- 1. every optimizer through the Stepper, bf16 and fp16 --------------------------------------------
+# -- 1. every optimizer through the Stepper, bf16 and fp16 -----------------------------------------
 def section_optimizers(ctx: Context, out: Section) -> None:
     import torch
 
@@ -268,7 +271,7 @@ def forced_overflow(stepper: Any, params: list, inputs: Any, targets: Any, out: 
     return ok
 
 
-# -- 2. the real trainer on digits, every method --------------------------------------------------------
+# -- 2. the real trainer on digits, every method ---------------------------------------------------
 def run_summaries(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """The ``summary.json`` of every job of a sweep, by the job's optimizer."""
     import yaml
@@ -317,7 +320,87 @@ def section_trainer(ctx: Context, out: Section) -> None:
         out.figure(f"digits_{precision}", rows)
 
 
-# -- 3. the data path -----------------------------------------------------------------------------------
+# -- 3. the adapters -------------------------------------------------------------------------------
+#: The adapters' check: methods through FlatminTrainer, micro-batches, micro-batches per step.
+ADAPTER_METHODS, ADAPTER_BATCHES, ADAPTER_ACCUMULATE = ("sam", "bsam"), 7, 2
+
+
+def section_adapters(ctx: Context, out: Section) -> None:
+    """``FlatminTrainer`` (transformers) against the ``Stepper`` on the same micro-batches, bit for bit:
+    fp16 with a loss scale that overflows on a GPU (accelerate keeps fp16 off on a CPU, so the smoke
+    mode runs bf16), accumulation with a short last group, clipping."""
+    import torch
+    from torch import nn
+    from transformers import TrainerCallback, TrainingArguments
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from flatmin.integrations.hf import FlatminTrainer, forward_logits
+    from flatmin.optim import build_optimizer
+    from flatmin.runtime import Runtime
+    from flatmin.step import Stepper
+
+    class Classifier(nn.Sequential):
+        def forward(self, x: torch.Tensor) -> SequenceClassifierOutput:
+            return SequenceClassifierOutput(logits=super().forward(x))
+
+    class Reseed(TrainerCallback):
+        """The seed before every micro-batch (bSAM's noise), where the reference sets it."""
+
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            torch.manual_seed(7)
+
+        on_substep_end = on_step_begin
+
+    def network() -> nn.Module:
+        torch.manual_seed(0)
+        return Classifier(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4)).to(ctx.device_name)
+
+    precision = "fp16" if ctx.cuda else "bf16"
+    scale = 2.0 ** 40                               # the first steps overflow and back off
+    generator = torch.Generator().manual_seed(1)
+    x, labels = torch.randn(8 * ADAPTER_BATCHES, 16, generator=generator), torch.randint(0, 4, (8 * ADAPTER_BATCHES,))
+    rows = [{"x": x[i], "labels": labels[i]} for i in range(len(labels))]
+    groups = [min(ADAPTER_ACCUMULATE, ADAPTER_BATCHES - start) for start in range(0, ADAPTER_BATCHES, ADAPTER_ACCUMULATE)]
+    for method in ADAPTER_METHODS:
+        settings = {"batch_split": 2, "weight_decay": 0.0} if method == "bsam" else {}
+        reference = network()
+        stepper = Stepper(reference, build_optimizer(method, reference, lr=0.05, **settings),
+                          Runtime.local(ctx.device_name, precision), accumulate=ADAPTER_ACCUMULATE, grad_clip_norm=1.0,
+                          forward=forward_logits)
+        if precision == "fp16":
+            stepper.scaler.scale.fill_(scale)
+        start = 0
+        for size in groups:
+            for _ in range(size):
+                torch.manual_seed(7)
+                stepper.step({"x": x[start:start + 8].to(ctx.device_name)}, labels[start:start + 8].to(ctx.device_name),
+                             group_size=size)
+                start += 8
+        hosted = network()
+        args = TrainingArguments(str(ctx.work / f"adapters_{method}"), per_device_train_batch_size=8,
+                                 gradient_accumulation_steps=ADAPTER_ACCUMULATE, max_grad_norm=1.0, num_train_epochs=1,
+                                 lr_scheduler_type="constant", train_sampling_strategy="sequential", report_to=[],
+                                 save_strategy="no", use_cpu=not ctx.cuda, disable_tqdm=True,
+                                 **{precision: True})
+        trainer = FlatminTrainer(model=hosted, args=args, train_dataset=rows, callbacks=[Reseed()],
+                                 optimizers=(build_optimizer(method, hosted, lr=0.05, **settings), None))
+        if trainer.accelerator.scaler is not None:      # fp16: flatmin's LossScaler takes these settings
+            trainer.accelerator.scaler = torch.amp.GradScaler(ctx.device_name, init_scale=scale)
+        trainer.train()
+        pairs = list(zip((*reference.parameters(), *reference.buffers()), (*hosted.parameters(), *hosted.buffers())))
+        difference = max((a.double() - b.double()).abs().max().item() for a, b in pairs)
+        hosted_scale = trainer.stepper.scaler.scale.item()
+        out.check(all(torch.equal(a, b) for a, b in pairs),
+                  f"FlatminTrainer {method} {precision} differs from the Stepper by {difference:.3g}")
+        if precision == "fp16":
+            out.check(hosted_scale < scale and hosted_scale == stepper.scaler.scale.item(),
+                      f"FlatminTrainer {method} fp16: loss scale {hosted_scale:g}, the Stepper's "
+                      f"{stepper.scaler.scale.item():g} (from {scale:g}: an overflow must back it off)")
+        out.figure(f"trainer_{method}_{precision}", {"max_difference": difference, "loss_scale": hosted_scale,
+                                                     "global_step": trainer.state.global_step})
+
+
+# -- 4. the data path ------------------------------------------------------------------------------
 def section_data_path(ctx: Context, out: Section) -> None:
     report = ctx.work / "bench.json"
     sizes = (["--rounds", "2", "--steps", "2", "--warmup", "1", "--train-images", "256", "--batch-size", "16",
@@ -336,7 +419,7 @@ def section_data_path(ctx: Context, out: Section) -> None:
                        f"the synthetic ceiling (target {DATA_PATH_TARGET})")
 
 
-# -- 4. torch.compile -----------------------------------------------------------------------------------
+# -- 5. torch.compile ------------------------------------------------------------------------------
 def compiled_sam_steps(ctx: Context, out: Section, mode: str) -> None:
     """SAM on a compiled SmallCNN (digits' shapes, so that ``train.py`` below reuses the kernels):
     one graph set after the first step, and the returned outputs are the first pass's."""
@@ -435,7 +518,7 @@ def section_compile(ctx: Context, out: Section) -> None:
                                          "wall_time_s": summary["wall_time_s"]})
 
 
-# -- 5. DDP -----------------------------------------------------------------------------------------------
+# -- 6. DDP ----------------------------------------------------------------------------------------
 def section_ddp(ctx: Context, out: Section) -> None:
     import torch
 
@@ -455,7 +538,7 @@ def section_ddp(ctx: Context, out: Section) -> None:
                            "samples_per_s": summary["samples_per_s"]})
 
 
-# -- 6. the optimizer step benchmark ----------------------------------------------------------------------
+# -- 7. the optimizer step benchmark ---------------------------------------------------------------
 def section_bench_optim(ctx: Context, out: Section) -> None:
     report = ctx.work / "bench_optim.json"
     sizes = (["--models", "small_cnn", "--steps", "1", "--warmup", "1", "--precision", "auto"] if ctx.quick
@@ -472,6 +555,7 @@ SECTIONS: dict[str, tuple[Callable[[Context, Section], None], float]] = {
     "environment": (section_environment, 20),
     "optimizers": (section_optimizers, 70),
     "trainer": (section_trainer, 100),
+    "adapters": (section_adapters, 40),
     "data_path": (section_data_path, 80),
     "compile": (section_compile, 130),
     "ddp": (section_ddp, 90),

@@ -2,7 +2,7 @@
 # Check a GPU machine: every GPU-specific path of flatmin, with figures (README, "Checking a GPU machine").
 #
 #   scripts/gpu_check.sh [OUT_DIR]                    # make gpu-check; OUT_DIR defaults to outputs/gpu_check/<stamp>
-#   DEVICE=cpu QUICK=1 scripts/gpu_check.sh OUT_DIR   # the CPU smoke mode the test suite runs
+#   DEVICE=cpu QUICK=1 scripts/gpu_check.sh OUT_DIR   # the CPU smoke mode CI runs (make test-ci-slow)
 #
 # Environment: PYTHON (python3), DEVICE (cuda), QUICK (0), BUDGET_S (450 seconds for all sections),
 # SECTIONS (a space-separated subset, e.g. "optimizers compile"; default: all).

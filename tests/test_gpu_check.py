@@ -1,5 +1,6 @@
-"""``make gpu-check`` cannot rot: its CPU smoke mode runs every section end to end, and a broken
-check makes the verdict BROKEN and the exit status 1."""
+"""``make gpu-check`` cannot rot: its CPU smoke mode runs every section end to end (a minute: slow,
+run by CI through ``make test-ci-slow``), and a broken check makes the verdict BROKEN and the exit
+status 1."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -20,11 +23,13 @@ def gpu_check(out: Path, **env: str) -> tuple[subprocess.CompletedProcess, dict]
     return result, json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_cpu_smoke_mode_runs_every_section(tmp_path: Path):
     result, report = gpu_check(tmp_path, DEVICE="cpu", QUICK="1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sections = report["sections"]
-    assert list(sections) == ["environment", "optimizers", "trainer", "data_path", "compile", "ddp", "bench_optim"]
+    assert list(sections) == ["environment", "optimizers", "trainer", "adapters", "data_path", "compile", "ddp",
+                              "bench_optim"]
     assert all(section["status"] == "ok" for section in sections.values()), sections
     rows = sections["optimizers"]["figures"]["rows"]
     assert sorted((row["method"], row["precision"]) for row in rows) == \
@@ -33,6 +38,9 @@ def test_the_cpu_smoke_mode_runs_every_section(tmp_path: Path):
     assert all(row["overflow_skips_and_backs_off"] for row in rows if row["precision"] == "fp16")
     assert sorted(row["method"] for row in sections["trainer"]["figures"]["digits_fp32"]) == \
         ["bsam", "esam", "nso", "sam", "sgd"]                 # the smoke mode's; a GPU runs every method
+    adapters = sections["adapters"]["figures"]
+    assert {key: figure["max_difference"] for key, figure in adapters.items()} == \
+        {"trainer_sam_bf16": 0.0, "trainer_bsam_bf16": 0.0}        # a GPU runs fp16 with an overflow
     steps = [row for row in sections["data_path"]["figures"]["bench"] if row["kind"] == "step"]
     assert {(row["optimizer"], row["loader"]) for row in steps} == {(o, f) for o in ("sgd", "sam")
                                                                      for f in ("synthetic", "torch")}

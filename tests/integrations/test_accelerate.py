@@ -16,9 +16,9 @@ from flatmin.runtime.precision import Precision
 from flatmin.step import Stepper
 
 #: Methods and settings of the spec's list: two passes, three (GAM), the extended closure (ESAM, bSAM's
-#: split), a wrapper (Lookahead over SAM).
+#: split), a wrapper (Lookahead over SAM), and a single-pass base under the same rules.
 CASES = {"sam": {}, "gam": {}, "esam": {}, "bsam": {"batch_split": 2, "weight_decay": 0.0},
-         "lookahead-sam": {"lookahead": {"enabled": True, "k": 2}}}
+         "lookahead-sam": {"lookahead": {"enabled": True, "k": 2}}, "sgd": {}}
 
 
 def model() -> nn.Module:

@@ -25,8 +25,8 @@ from flatmin.runtime import Runtime
 from flatmin.step import Stepper
 from tests.integrations.test_accelerate import CASES as ACCELERATE_CASES
 
-#: The accelerate adapter's cases, USAM, and a single-pass optimizer.
-CASES = {**ACCELERATE_CASES, "usam": {}, "sgd": {}}
+#: The accelerate adapter's cases (a single-pass optimizer among them) and USAM.
+CASES = {**ACCELERATE_CASES, "usam": {}}
 BATCH = 8
 BATCHES = 7                 # with 2 micro-batches per step, the epoch's last group is 1
 MAX_GRAD_NORM = 0.3         # below the gradients' norms: the clipping is active
