@@ -29,15 +29,9 @@ from flatmin.errors import ConfigError
 from flatmin.models import build_model
 from flatmin.optim import HyperparameterSchedule, WeightAveraging, build_hyper_schedule, build_optimizer
 from flatmin.optim.lr_schedule import SwaSchedule, build_scheduler, build_swa_schedule, final_lr_factor
+from flatmin.rundir import monitor_mode
 from flatmin.runtime import Runtime
 from flatmin.step import Stepper
-
-
-def monitor_mode(monitor: str, mode: str) -> str:
-    """``trainer.monitor_mode``; ``auto`` is ``min`` for a loss, ``max`` for any other metric."""
-    if mode != "auto":
-        return mode
-    return "min" if monitor.rsplit("/", 1)[-1] == "loss" else "max"
 
 
 @dataclass(frozen=True)
@@ -58,6 +52,7 @@ class TrainerSettings:
     limit_eval_batches: int | None
     checkpoint_every_n_steps: int | None
     checkpoint_every_minutes: float | None
+    budget_seconds: float | None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainerSettings:

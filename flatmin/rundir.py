@@ -51,7 +51,21 @@ EVALUATED, LAST_TRAINING_WEIGHTS = "evaluated", "last_training_weights"
 
 #: The command line's exit status for each outcome (README, "When things go wrong").
 EXIT_CODES = {COMPLETED: 0, FAILED: 1, "bad input": 2, DIVERGED: 3, INTERRUPTED: 4}
+#: What an epoch record of ``metrics.jsonl`` says the run had spent by then: gradient passes (every
+#: closure call, ``Stepper.passes``) and training seconds (evaluation excluded), for time-to-target.
+PASSES = "passes"
+TRAIN_TIME = "train_time_s"
+#: Under ``summary.json``: why a run with ``trainer.budget_seconds`` stopped before its last epoch.
+BUDGET_STOP = "budget_stop"
 CHECKPOINT_KEYS = ("epoch", "global_step", "model", "optimizer", "scheduler", "stepper", "rng", "trainer")
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """Whether a metric of the records is better low or high (``trainer.monitor_mode``): ``auto`` is
+    ``min`` for a loss (the name's last ``/`` part), ``max`` for any other metric."""
+    if mode != "auto":
+        return mode
+    return "min" if monitor.rsplit("/", 1)[-1] == "loss" else "max"
 
 
 class RunDirError(FlatminError):

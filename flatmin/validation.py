@@ -135,6 +135,7 @@ RULES: tuple[Rule, ...] = (
                                    "true, false or the path of a weights file")),
     Rule("trainer.epochs", POSITIVE_INT),
     Rule("trainer.budget_passes", optional(POSITIVE_INT)),
+    Rule("trainer.budget_seconds", optional(POSITIVE)),
     Rule("trainer.device", DEVICE),
     Rule("trainer.precision", one_of("auto", *PRECISIONS)),
     Rule("trainer.channels_last", BOOLEAN),
@@ -210,6 +211,13 @@ def check_normalization(cfg: DictConfig) -> None:
                               f"(dataset.in_channels), not {len(normalize[key])}.")
 
 
+def check_budget(cfg: DictConfig) -> None:
+    """One budget at a time: equal passes settle the epochs, equal seconds cut them short."""
+    if cfg.trainer.get("budget_passes") is not None and cfg.trainer.get("budget_seconds") is not None:
+        raise ConfigError("trainer.budget_passes and trainer.budget_seconds cannot both be set: a run has one "
+                          "budget (set the other to null).")
+
+
 def check_monitor(cfg: DictConfig) -> None:
     """``trainer.monitor`` must be a metric the run's validation produces (a typo would silently keep
     the last epoch); without a validation split it is not used."""
@@ -281,6 +289,7 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
             raise ConfigError(f"{rule.key} must be {rule.check.requirement} (got {value!r}).")
     if not prefix and "trainer" in cfg and "dataset" in cfg:
         check_split(cfg)
+        check_budget(cfg)
         check_monitor(cfg)
         check_normalization(cfg)
     if "optimizer" in cfg and (not prefix or prefix.startswith("optimizer")):

@@ -126,6 +126,7 @@ class Trainer:
         self.initial_loss: float | None = None          # the first step's, for trainer.divergence_threshold
         self.progress: EpochProgress | None = None      # a mid-epoch checkpoint's, until its epoch resumes
         self.resumes: list[dict[str, Any]] = []         # where the run was resumed, and what changed then
+        self.budget_stop: dict[str, Any] | None = None  # where trainer.budget_seconds ran out
         self.triggers = triggers or CheckpointTriggers(settings.checkpoint_every_n_steps,
                                                        settings.checkpoint_every_minutes)
         self._started, self._elapsed_before = time.perf_counter(), 0.0
@@ -139,7 +140,8 @@ class Trainer:
         self._started = time.perf_counter()
         self._elapsed_before = self.elapsed_s
         self._switch_to_swalr_if_due()
-        for epoch in range(self.epoch, self.settings.epochs):
+        last_epoch = self.settings.epochs if self.budget_stop is None else self.epoch
+        for epoch in range(self.epoch, last_epoch):
             train = self.train_epoch(epoch)
             if self.swalr is not None:
                 self.swalr.step()                # SWALR moves once per epoch (torch's SWA example)
@@ -149,7 +151,9 @@ class Trainer:
                     val.update(self.evaluate(loader, prefix))
                 test = self._test_epoch() if self.test_every_epoch else {}
                 self.epoch = epoch + 1
-                record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch, **train, **val, **test}
+                record = {"event": "epoch", "step": self.global_step, "epoch": self.epoch,
+                          rundir.PASSES: self.stepper.passes, rundir.TRAIN_TIME: self.train_time_s,
+                          **train, **val, **test}
                 self.last_record = record
                 self.loggers.log(record)
                 log.info("epoch %d/%d %s", self.epoch, self.settings.epochs, _format(record))
@@ -161,6 +165,8 @@ class Trainer:
                         save_checkpoint({"epoch": self.epoch, "model": self.module.state_dict(), "record": record},
                                         self.run_dir / rundir.BEST)
             self._save_last()                     # the training weights: a resume continues from them
+            if self.budget_stop is not None:
+                break
             stop = self.triggers.decide(self.global_step, self.replica, self.device)[0]
             if stop and self.epoch < self.settings.epochs:
                 raise RunInterrupted(self.triggers.signal_name, self.epoch, self.global_step)
@@ -174,7 +180,9 @@ class Trainer:
         mean loss and, for classification, accuracy (of the first passes).
 
         After every optimizer step but the epoch's last, a stop request (a signal) or a due periodic
-        checkpoint writes a mid-epoch checkpoint; a stop then raises :class:`RunInterrupted`."""
+        checkpoint writes a mid-epoch checkpoint; a stop then raises :class:`RunInterrupted`. With
+        ``trainer.budget_seconds``, the step at which the training seconds reach it ends the epoch
+        and the run (``budget_stop``)."""
         settings = self.settings
         self.model.train()
         progress = self.progress or EpochProgress.fresh(self.device)      # resumed mid-epoch, or a new epoch
@@ -188,6 +196,7 @@ class Trainer:
                    desc=f"epoch {epoch + 1}/{settings.epochs}", disable=None if settings.progress_bar else True,
                    leave=False, dynamic_ncols=True)
         accumulate, log_every = settings.accumulate_grad_batches, settings.log_every_n_steps
+        out_of_budget = False
         for index, (inputs, targets) in enumerate(bar, start=progress.batches):
             inputs, targets = self.runtime.to_device(inputs), targets.to(self.device, non_blocking=True)
             group_start = index - index % accumulate
@@ -218,6 +227,11 @@ class Trainer:
                                  for name in ("train/loss", "train/accuracy", "samples_per_s") if name in record})
                 progress.close_window()
                 window_start = now
+            if settings.budget_seconds is not None:
+                spent = self.train_time_s + progress.time_s + time.perf_counter() - epoch_start
+                out_of_budget = self._agreed(spent >= settings.budget_seconds)
+                if out_of_budget:
+                    break
             if index + 1 < self.micro_batches:
                 stop, checkpoint = self.triggers.decide(self.global_step, self.replica, self.device)
                 if checkpoint:
@@ -233,8 +247,19 @@ class Trainer:
         self._check_divergence(loss_sum / max(total_count, 1), epoch)
         epoch_time = progress.time_s + time.perf_counter() - epoch_start
         self.train_time_s += epoch_time
+        if out_of_budget:
+            self.budget_stop = {"reason": "budget_seconds", "epoch": epoch + 1, "step": self.global_step,
+                                rundir.TRAIN_TIME: self.train_time_s}
         return {**self._train_metrics(loss_sum, correct, total_count),
                 "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time}
+
+    def _agreed(self, flag: bool) -> bool:
+        """``flag`` on every replica if it holds on any (each measures its own seconds)."""
+        if not self.replica.distributed:
+            return flag
+        agreed = torch.tensor([flag], dtype=torch.float32, device=self.device)
+        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX)
+        return bool(agreed.item())
 
     def _save_last(self, progress: EpochProgress | None = None) -> None:
         """Write ``last.pt``: at an epoch's end, or mid-epoch with ``progress`` (where in the epoch,
@@ -383,6 +408,7 @@ class Trainer:
             rundir.TEST: test,
             **best_test,
             **({rundir.RESUMES: self.resumes} if self.resumes else {}),
+            **({rundir.BUDGET_STOP: self.budget_stop} if self.budget_stop is not None else {}),
             "passes_per_step": self.stepper.passes / micro_steps,
             **({"forward_only_passes_per_step": self.stepper.forward_only_passes / micro_steps}
                if self.stepper.forward_only_passes else {}),
@@ -411,7 +437,8 @@ class Trainer:
             "trainer": {"best": self.best, "best_test": self.best_test, "last_record": self.last_record,
                         "samples_seen": self.samples_seen, "train_time_s": self.train_time_s,
                         "elapsed_s": self.elapsed_s, "wandb_run_id": self.loggers.wandb_run_id,
-                        "initial_loss": self.initial_loss, "resumes": self.resumes},
+                        "initial_loss": self.initial_loss, "resumes": self.resumes,
+                        "budget_stop": self.budget_stop},
             "config": self.config,
         }
 
@@ -448,6 +475,7 @@ class Trainer:
         self.best, self.last_record = trainer["best"], trainer["last_record"]
         self.best_test = trainer.get("best_test")      # absent from checkpoints made before the option
         self.initial_loss = trainer.get("initial_loss")   # absent before it was kept: the resumed step's then
+        self.budget_stop = trainer.get("budget_stop")     # a spent budget stays spent
         progress = state.get("progress")
         self.progress = EpochProgress.from_state(progress, self.device) if progress else None
         self.resumes = [*trainer.get("resumes", []), {"epoch": self.epoch, "step": state["global_step"],

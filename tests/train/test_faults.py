@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from flatmin import rundir
 from flatmin.errors import ConfigError, FlatminError
 from flatmin.report.runs import find_runs
+from flatmin.report.targets import time_to_target
 from flatmin.report.render import headline
 from flatmin.report.tables import build_sections
 from flatmin.train import run
@@ -306,8 +308,15 @@ def test_sigterm_mid_epoch_checkpoints_and_the_resumed_run_is_bit_for_bit_the_sa
     assert summary["status"] == "interrupted" and summary["epochs"] == 0
     assert rundir.load_checkpoint(run_dir / rundir.LAST)["progress"]["batches"] >= 5       # mid-epoch
     run_cli(*PREEMPTED, f"hydra.run.dir={run_dir}", "trainer.resume=auto", log_dir=tmp_path)
-    assert_same_training(uninterrupted, run_dir)
+    assert_same_training(uninterrupted, run_dir)          # the epoch records' passes continue too
     assert rundir.read_summary(run_dir)["resumes"][0]["batch_in_epoch"] >= 5
+    epochs = [record for record in map(json.loads, (run_dir / rundir.METRICS).read_text().splitlines())
+              if record["event"] == "epoch"]
+    assert 0 < epochs[0][rundir.TRAIN_TIME] < epochs[1][rundir.TRAIN_TIME]     # seconds continue over the resume
+    target = epochs[1]["val/accuracy"]                    # reached at the second epoch (or the first)
+    for unit in ("epochs", "steps", "passes"):
+        assert time_to_target(run_dir, "val/accuracy", target, unit=unit) == \
+            time_to_target(uninterrupted, "val/accuracy", target, unit=unit) < math.inf
 
 
 def test_kill_9_after_a_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path: Path, uninterrupted: Path):
