@@ -14,15 +14,26 @@ from pathlib import Path
 from tests.integrations.ddp_worker import METHODS
 
 
-def test_two_gloo_replicas_of_each_host_step_as_the_stepper_does_under_ddp(tmp_path: Path):
+def launch(out: Path) -> subprocess.CompletedProcess:
+    out.mkdir()
     root = Path(__file__).parents[2]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path)],
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(Path(__file__).with_name("ddp_worker.py")), str(out)],
                           env=environment, capture_output=True, text=True, timeout=300)
+
+
+def test_two_gloo_replicas_of_each_host_step_as_the_stepper_does_under_ddp(tmp_path: Path):
+    """Tried twice, as tests/train/test_distributed.py's spawn: on a loaded 2-core machine gloo has
+    aborted a rank (SIGABRT, "terminate called without an active exception") now and then; the
+    replicas are deterministic, so a second try checks the same thing."""
+    done = launch(tmp_path / "first")
+    out = tmp_path / "first"
+    if done.returncode != 0:
+        done, out = launch(tmp_path / "second"), tmp_path / "second"
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
-        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        results = json.loads((out / f"rank{rank}.json").read_text())
         for case in METHODS:
             lightning, transformers = results["lightning"][case], results["transformers"][case]
             assert lightning["difference"] <= 1e-12 and transformers["difference"] <= 1e-12, (rank, case, results)
