@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"errors", "checks", "resolvers", "network", "conf"},
     {"rundir", "pretrained", "runtime"},
     {"data", "models", "optim"},
-    {"step", "validation"},
+    {"step", "validation", "tuning"},
     {"assembly"},
     {"sharpness", "report", "studies", "integrations"},
     {"train"},

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from flatmin.checks import BETAS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, optional
-from flatmin.optim.hyper import BatchRequirement, Card, Hyper, Requirement
+from flatmin.optim.hyper import AROUND_TENFOLD, BatchRequirement, Card, Hyper, Requirement
 from flatmin.optim.multipass import ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, noise_in_gradients
 
 #: Why a param group's (and so ``optimizer.weight_decay``) must be 0.
@@ -110,7 +110,8 @@ class BSAM(MultiPassOptimizer, key="bsam"):
         "betas": Hyper((0.9, 0.999), BETAS, "[--beta1, --beta2] decay of m and of s"),
         "prior_precision": Hyper(40.0, NON_NEGATIVE,
                                  "[--priorprec] the prior's precision δ: weight decay δ/N on every tensor and in s"),
-        "rho": Hyper(0.01, NON_NEGATIVE, "[--rho] the ascent θ + rho·g/s (no norm)", schedulable=True),
+        "rho": Hyper(0.01, NON_NEGATIVE, "[--rho] the ascent θ + rho·g/s (no norm)", schedulable=True,
+                     search=AROUND_TENFOLD),
         "num_data": Hyper(None, optional(POSITIVE),
                           "[ndata] training examples (required; in a config, null: the training split's size)"),
         "data_factor": Hyper(1.0, POSITIVE, "[--dafactor] N = num_data·data_factor (4 in the release's CIFAR "

@@ -15,12 +15,15 @@ from torch.optim import Optimizer
 
 from flatmin.errors import ConfigError
 from flatmin.optim.averaging import WeightAveraging
+from flatmin.optim.hyper import AROUND_TENFOLD, Search
 from flatmin.optim.hyper_schedule import HyperparameterSchedule
 from flatmin.optim.lookahead import Lookahead
 from flatmin.optim.multipass import METHODS
 from flatmin.optim.registry import option_config
 from flatmin.optim.settings import BASE_OPTIMIZERS, check_optimizer_config, check_rho_min
 
+#: What a tuning protocol draws of every base optimizer (a method adds its radius: ``Hyper.search``).
+BASE_SEARCH: dict[str, Search] = {"lr": AROUND_TENFOLD}
 #: Layers whose parameters are "normalization parameters" for ``perturb: norm | no_norm`` (SAM-ON).
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 #: What a config's ``num_data: null`` (bSAM: the training split's size) stands for when

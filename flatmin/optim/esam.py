@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL, Check, is_number
-from flatmin.optim.hyper import BatchRequirement, Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, BatchRequirement, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, global_norm
 
 #: The release's epsilon in ‖g‖ + ε (SAM's is 1e-12).
@@ -86,7 +86,8 @@ class ESAM(MultiPassOptimizer, key="esam"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent (then divided by beta)", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent (then divided by beta)", schedulable=True,
+                     search=AROUND_TENFOLD),
         "beta": Hyper(0.6, PROBABILITY, "SWP: the probability that a tensor is perturbed in a step; 1 perturbs all",
                       structural=True),
         "gamma": Hyper(0.5, UNIT_INTERVAL, "SDS: the second pass takes the rows above the gamma·B-th sharpest; "

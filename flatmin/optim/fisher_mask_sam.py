@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, POSITIVE_INT, UNIT_INTERVAL
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, global_norm
 
 #: The release's epsilon in ‖g‖ + ε (SAM's is 1e-12).
@@ -79,7 +79,7 @@ class FisherMaskSAM(MultiPassOptimizer, key="fisher_mask_sam"):
 
     hyperparameters = {
         "rho": Hyper(0.05, NON_NEGATIVE, "radius of the masked ascent, e = mask⊙g·rho/(‖g‖ + 1e-7)",
-                     schedulable=True),
+                     schedulable=True, search=AROUND_TENFOLD),
         "sparsity": Hyper(0.5, UNIT_INTERVAL, "the fraction of entries not perturbed (0: SAM with epsilon 1e-7)",
                           structural=True),
         "mask_every": Hyper(100, POSITIVE_INT, "the mask is rebuilt on steps t = 0, mask_every, 2·mask_every, …",

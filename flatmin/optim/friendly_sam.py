@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL
-from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
+from flatmin.optim.hyper import ADAPTIVE_BALL, AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
 
 
@@ -49,7 +49,8 @@ class FriendlySAM(MultiPassOptimizer, key="friendly_sam"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent along d = g − sigma·m", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent along d = g − sigma·m", schedulable=True,
+                     search=AROUND_TENFOLD),
         "sigma": Hyper(1.0, NON_NEGATIVE, "d = g − sigma·m: how much of the average gradient m is removed; 0 is SAM",
                        schedulable=True),
         "lmbda": Hyper(0.6, UNIT_INTERVAL, "m ← lmbda·m + (1 − lmbda)·g", schedulable=True),

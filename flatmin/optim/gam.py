@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL, one_of
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import NORM_EPS, ActiveParams, Closure, MultiPassOptimizer, global_dot, global_norm
 
 class GAM(MultiPassOptimizer, key="gam"):
@@ -33,8 +33,10 @@ class GAM(MultiPassOptimizer, key="gam"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.2, NON_NEGATIVE, "[grad_norm_rho] radius of the ascent along h0 = g1 − g0", schedulable=True),
-        "rho_p": Hyper(0.02, NON_NEGATIVE, "[grad_rho] radius of the two SAM-like ascents", schedulable=True),
+        "rho": Hyper(0.2, NON_NEGATIVE, "[grad_norm_rho] radius of the ascent along h0 = g1 − g0", schedulable=True,
+                     search=AROUND_TENFOLD),
+        "rho_p": Hyper(0.02, NON_NEGATIVE, "[grad_rho] radius of the two SAM-like ascents", schedulable=True,
+                       search=AROUND_TENFOLD),
         "alpha": Hyper(0.6, UNIT_INTERVAL, "[grad_beta_1] h_plus = alpha·g1 + (1−alpha)·g3", schedulable=True),
         "beta": Hyper(0.5, UNIT_INTERVAL, "[grad_beta_0] the weight of g2 in h_minus", schedulable=True),
         "gamma": Hyper(0.03, NON_NEGATIVE, "[grad_gamma] G = h_plus − gamma·h_perp", schedulable=True),

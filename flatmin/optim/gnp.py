@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import BOOLEAN, NUMBER
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import NORM_EPS, ActiveParams, Closure, MultiPassOptimizer, global_norm
 
 
@@ -71,7 +71,7 @@ class GNP(MultiPassOptimizer, key="gnp"):
 
     hyperparameters = {
         "rho": Hyper(0.1, NUMBER, "[r] the finite-difference step; negative: a backward difference (B-GR)",
-                     schedulable=True),
+                     schedulable=True, search=AROUND_TENFOLD),
         "alpha": Hyper(0.8, NUMBER, "G = (1 − alpha)·c + alpha·g2; alpha = λ/rho; 1 with normalize is SAM",
                        schedulable=True),
         "normalize": Hyper(True, BOOLEAN, "e = rho·g/‖g‖ (GNP); false: e = rho·g (Karakida's F-GR, B-GR)",

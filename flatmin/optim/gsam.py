@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import BOOLEAN, NON_NEGATIVE
-from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
+from flatmin.optim.hyper import ADAPTIVE_BALL, AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import NORM_EPS, ActiveParams, Closure, MultiPassOptimizer, global_dot, global_norm
 
 
@@ -61,7 +61,7 @@ class GSAM(MultiPassOptimizer, key="gsam"):
 
     hyperparameters = {
         "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent (the paper's rho_t; rho_max under the LR-"
-                     "proportional schedule)", schedulable=True),
+                     "proportional schedule)", schedulable=True, search=AROUND_TENFOLD),
         "alpha": Hyper(0.4, NON_NEGATIVE, "weight of the surrogate-gap term: G = g_s − alpha·g_⊥", schedulable=True),
         **ADAPTIVE_BALL,
         "minimize_fp": Hyper(True, BOOLEAN, "true: min(f_p, h), the paper's Algorithm 1; false: min(f, h), "

@@ -17,7 +17,57 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from flatmin.checks import BOOLEAN, NON_NEGATIVE, Check, one_of
+from flatmin.checks import BOOLEAN, NON_NEGATIVE, Check, is_number, one_of
+
+
+@dataclass(frozen=True)
+class Search:
+    """Where a tuning protocol draws a hyperparameter (``docs/optimizers.md``, "Search spaces"), in one of
+    three forms: ``min < max`` on a ``log`` (min > 0) or ``linear`` scale; ``feasible_points``, the values
+    allowed; or ``around > 1``, log-uniform over ``[v/around, v·around]`` about the option's configured
+    value ``v > 0``. The first two are AlgoPerf's search-space forms (mlcommons/algorithmic-efficiency,
+    ``algoperf/halton.py``); ``around`` becomes the first at the configured value."""
+
+    min: float | None = None
+    max: float | None = None
+    scaling: str = "log"
+    feasible_points: tuple[Any, ...] | None = None
+    around: float | None = None
+
+    def problem(self) -> str | None:
+        """None for a valid form, else what is wrong, in words that complete "... must be"."""
+        forms = [self.min is not None or self.max is not None, self.feasible_points is not None,
+                 self.around is not None]
+        if forms.count(True) != 1:
+            return "exactly one of min/max, feasible_points or around"
+        if self.feasible_points is not None:
+            return None if len(self.feasible_points) else "a non-empty list of feasible_points"
+        if self.around is not None:
+            return None if is_number(self.around) and self.around > 1 else "around > 1"
+        if not (is_number(self.min) and is_number(self.max)):
+            return "a finite number min and max"
+        if self.min >= self.max:
+            return "min < max"
+        if self.scaling not in ("log", "linear"):
+            return "scaling log or linear"
+        return None if self.scaling == "linear" or self.min > 0 else "min > 0 on a log scale"
+
+    def form(self, value: Any) -> dict[str, Any]:
+        """AlgoPerf's form of this range for a hyperparameter configured at ``value``: ``{"min", "max",
+        "scaling"}`` or ``{"feasible_points": [...]}``; ``around`` needs ``value > 0`` (a ``ValueError``
+        otherwise)."""
+        if self.feasible_points is not None:
+            return {"feasible_points": list(self.feasible_points)}
+        if self.around is not None:
+            if not (is_number(value) and value > 0):
+                raise ValueError(f"a range around the configured value needs a value > 0 (got {value!r})")
+            return {"min": value / self.around, "max": value * self.around, "scaling": "log"}
+        return {"min": self.min, "max": self.max, "scaling": self.scaling}
+
+
+#: The radius of every method (``rho``, ``rho_p``, ``sigma``: what its options schedule) and the
+#: learning rate: a decade either side of the configured value.
+AROUND_TENFOLD = Search(around=10)
 
 
 @dataclass(frozen=True)
@@ -28,7 +78,8 @@ class Hyper:
     step (``flatmin/optim/hyper_schedule.py``). ``structural``: it shapes the algorithm (a variant, a
     count, a switch) and is kept on the optimizer object, not in the param groups. ``grouping``:
     not a constructor argument but an instruction to ``build_optimizer``'s param grouping (ASAM's
-    ``adaptive_tensors``). Anything else is a number kept in every param group.
+    ``adaptive_tensors``). Anything else is a number kept in every param group. ``search``: where a
+    tuning protocol draws it (``flatmin.tuning.search_space``); None: it is not tuned by default.
     """
 
     default: Any
@@ -37,6 +88,7 @@ class Hyper:
     schedulable: bool = False
     structural: bool = False
     grouping: bool = False
+    search: Search | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, POSITIVE_INT
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import (NORM_EPS, ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, global_dot,
                                      global_norm)
 
@@ -54,7 +54,8 @@ class LookSAM(MultiPassOptimizer, key="looksam"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent on the SAM steps", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent on the SAM steps", schedulable=True,
+                     search=AROUND_TENFOLD),
         "k": Hyper(5, POSITIVE_INT, "a SAM step every k steps (k = 1: SAM)", structural=True),
         "alpha": Hyper(0.7, NON_NEGATIVE, "weight of the reused g_v: G = g + alpha·(‖g‖/‖g_v‖)·g_v",
                        schedulable=True),

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from flatmin.checks import NON_NEGATIVE
-from flatmin.optim.hyper import Card, Hyper, Requirement
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper, Requirement
 from flatmin.optim.multipass import (NORM_EPS, ActiveGroup, ActiveParams, Closure, MultiPassOptimizer, _signature,
                                      global_norm)
 
@@ -83,7 +83,7 @@ class MSAM(MultiPassOptimizer, key="msam"):
 
     hyperparameters = {
         "rho": Hyper(3.0, NON_NEGATIVE, "radius of the step against the first moment: θ̃ = θ − rho·v/‖v‖",
-                     schedulable=True),
+                     schedulable=True, search=AROUND_TENFOLD),
     }
     requirements = (Requirement(config_without_first_moment),)
     card = Card("MSAM (Momentum-SAM)", "1", "1 (θ)", "Becker, Altrock & Risse, arXiv 2401.12033")

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import BOOLEAN, NON_NEGATIVE, POSITIVE_INT, UNIT_INTERVAL, one_of
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, noise_in_gradients
 
 DISTRIBUTIONS = ("normal", "laplace", "uniform")
@@ -70,7 +70,7 @@ class NSO(MultiPassOptimizer, key="nso"):
 
     hyperparameters = {
         "sigma": Hyper(0.01, NON_NEGATIVE, "absolute standard deviation of the noise, the same for every tensor",
-                       schedulable=True),
+                       schedulable=True, search=AROUND_TENFOLD),
         "num_perturbs": Hyper(1, POSITIVE_INT, "k, the noise draws per step", structural=True),
         "two_sided": Hyper(True, BOOLEAN, "evaluate θ + U and θ − U (the odd terms cancel)", structural=True),
         "lam": Hyper(0.0, UNIT_INTERVAL, "weight of the clean gradient g0 in G", schedulable=True),

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL
-from flatmin.optim.hyper import BatchRequirement, Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, BatchRequirement, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
 
 #: The release's offset in the noise of 1-D tensors, sigma·(‖p‖ + 1e-16).
@@ -72,7 +72,7 @@ class RWP(MultiPassOptimizer, key="rwp"):
 
     hyperparameters = {
         "sigma": Hyper(0.015, NON_NEGATIVE, "noise std relative to each filter's norm (1-D tensors: the tensor's)",
-                       schedulable=True),
+                       schedulable=True, search=AROUND_TENFOLD),
         "lam": Hyper(0.5, UNIT_INTERVAL, "G = lam·g1 + (1 − lam)·g0, g0 on the clean half, g1 on the noisy half; "
                      "1: one noisy pass on the whole batch", schedulable=True),
         "eta": Hyper(0.0, NON_NEGATIVE, "mARWP: ε /= sqrt(1 + eta·F) per filter; 0: m-RWP (no F)", schedulable=True),

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import BOOLEAN, NON_NEGATIVE
-from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
+from flatmin.optim.hyper import ADAPTIVE_BALL, AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import Closure, MultiPassOptimizer
 
 
@@ -35,7 +35,7 @@ class SAM(MultiPassOptimizer, key="sam"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent", schedulable=True, search=AROUND_TENFOLD),
         **ADAPTIVE_BALL,
         "normalize": Hyper(True, BOOLEAN, "false: USAM, e = rho·S²⊙g without the norm", structural=True),
     }

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import FRACTION, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
 
 
@@ -45,7 +45,8 @@ class TRACER(MultiPassOptimizer, key="tracer"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent in the geometry of D", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent in the geometry of D", schedulable=True,
+                     search=AROUND_TENFOLD),
         "lam": Hyper(1.0, UNIT_INTERVAL, "G = (1 − lam)·g + lam·g_e", schedulable=True),
         "beta2": Hyper(0.999, FRACTION, "decay of the running Fisher v", schedulable=True),
         "delta": Hyper(1e-8, POSITIVE, "D = 1/(sqrt(v̂) + delta)", schedulable=True),

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from flatmin.checks import NON_NEGATIVE, UNIT_INTERVAL
-from flatmin.optim.hyper import Card, Hyper
+from flatmin.optim.hyper import AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import ActiveParams, Closure, MultiPassOptimizer, accumulation_dtype, global_norm
 
 #: The release's epsilon in ‖d‖ + ε (SAM's is 1e-12).
@@ -45,7 +45,7 @@ class VaSSO(MultiPassOptimizer, key="vasso"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent along d", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent along d", schedulable=True, search=AROUND_TENFOLD),
         "theta": Hyper(0.4, UNIT_INTERVAL, "d ← (1 − theta)·d + theta·g; 1 is SAM (with epsilon 1e-7)",
                        schedulable=True),
     }

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from flatmin.checks import BOOLEAN, FRACTION, NON_NEGATIVE, POSITIVE, optional
-from flatmin.optim.hyper import ADAPTIVE_BALL, Card, Hyper
+from flatmin.optim.hyper import ADAPTIVE_BALL, AROUND_TENFOLD, Card, Hyper
 from flatmin.optim.multipass import Closure, MultiPassOptimizer, global_norm
 
 #: torch.nn.utils.clip_grad_norm_'s epsilon: g · min(1, max_norm/(‖g‖ + 1e-6)).
@@ -71,7 +71,7 @@ class WSAM(MultiPassOptimizer, key="wsam"):
     """
 
     hyperparameters = {
-        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent", schedulable=True),
+        "rho": Hyper(0.05, NON_NEGATIVE, "radius of the ascent", schedulable=True, search=AROUND_TENFOLD),
         "gamma": Hyper(0.9, FRACTION, "weight of the sharpness term, alpha = gamma/(1−gamma); 1/2 is SAM",
                        schedulable=True),
         "decouple": Hyper(True, BOOLEAN, "apply alpha·(g_s − g) after the base step, outside its moments "

@@ -5,9 +5,9 @@ method's performance profile ρ_m(τ) is the fraction of workloads on which its 
 factor τ of the fastest method's (Dolan & Moré, 2002; DOCUMENTATION.md 500-516;
 ``scoring/performance_profile.py`` 353-432); its score is the profile's integral over the τ grid
 divided by the grid's width, r_max − 1 on the default grid (DOCUMENTATION.md 526;
-``scoring/score_submissions.py`` 178-191, called at 256); the speedup of a method over a baseline is the geometric mean over workloads of
-t_baseline / t_method, a time never reached counting as the workload's budget + 1
-(DOCUMENTATION.md 537; ``scoring/compute_speedups.py`` 41-55 and 88-92).
+``scoring/score_submissions.py`` 178-191, called at 256); the speedup of a method over a baseline
+is the geometric mean over workloads of t_baseline / t_method, a time never reached counting as the
+workload's budget + 1 (DOCUMENTATION.md 537; ``scoring/compute_speedups.py`` 41-55 and 88-92).
 
 Where flatmin parts from AlgoPerf's code:
 
