@@ -35,7 +35,9 @@ the host:
 * ``trainer.global_step`` counts optimizer steps (taken, or skipped for an fp16 overflow), through
   the manual loop's own step hooks (``loops/optimization/manual.py``); the schedulers of
   ``configure_optimizers``, which Lightning does not step under manual optimisation, are stepped
-  once per ended step (``interval: "step"``) or per epoch, every ``frequency``;
+  once per ended step (``interval: "step"``) or per epoch, every ``frequency``. A ``ReduceLROnPlateau``
+  is refused: under manual optimisation Lightning drops its ``monitor`` (``core/optimizer.py``,
+  ``_configure_schedulers_manual_opt``), so nothing would say which metric steps it;
 * validation, test and predict epochs run inside ``evaluation_weights`` (Lookahead's slow weights,
   an average); the training weights are back before ``ModelCheckpoint`` saves (``on_validation_end``);
 * the Stepper's state (counters, loss scale) is saved and restored with the module's checkpoint.
@@ -52,6 +54,7 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from flatmin.integrations.accelerate import scaler_like
 from flatmin.optim.multipass import evaluation_weights
@@ -116,6 +119,9 @@ class FlatminMixin:
                             "replicated parameters (DDP or one process).")
         if len(trainer.optimizers) != 1:
             raise TypeError(f"FlatminMixin steps one optimizer; configure_optimizers gave {len(trainer.optimizers)}.")
+        if any(isinstance(config.scheduler, ReduceLROnPlateau) for config in trainer.lr_scheduler_configs):
+            raise TypeError("FlatminMixin cannot step a ReduceLROnPlateau: Lightning drops its monitor under manual "
+                            "optimisation; step it in a hook of your own (e.g. on_validation_epoch_end) instead.")
         plugin = trainer.precision_plugin
         host_scaler = getattr(plugin, "scaler", None)          # the fp16 plugin's GradScaler
         precision = Precision("fp16" if host_scaler is not None else "fp32", self.device)
@@ -139,17 +145,9 @@ class FlatminMixin:
         return min(accumulate, int(total) - (batch_idx - batch_idx % accumulate))
 
     def _flatmin_step_schedulers(self, interval: str, count: int) -> None:
-        """Step the schedulers of ``configure_optimizers`` with this ``interval`` every ``frequency``
-        (a plateau scheduler with its monitored metric)."""
+        """Step the schedulers of ``configure_optimizers`` with this ``interval`` every ``frequency``."""
         for config in self.trainer.lr_scheduler_configs:
-            if config.interval != interval or count % config.frequency:
-                continue
-            if config.reduce_on_plateau:
-                metric = self.trainer.callback_metrics.get(config.monitor)
-                if metric is None:
-                    raise KeyError(f"the plateau scheduler monitors {config.monitor!r}, which nothing logged")
-                config.scheduler.step(metric)
-            else:
+            if config.interval == interval and count % config.frequency == 0:
                 config.scheduler.step()
 
     # ---- Lightning hooks ----------------------------------------------------------------------

@@ -236,3 +236,28 @@ def test_a_flatmin_method_stepped_through_lightnings_optimizer_step_is_refused(m
         fit(module)
     assert all(torch.equal(a, b) for a, b in zip(before, state(module.model)))
 
+
+
+
+def test_an_epoch_schedule_steps_at_each_epoch_end_and_a_plateau_schedule_is_refused():
+    """Lightning steps no scheduler under manual optimisation: the mixin steps an epoch-interval one
+    at each epoch's end; a ReduceLROnPlateau, whose monitor Lightning drops there, is one sentence."""
+
+    class Epochly(Net):
+        def configure_optimizers(self):
+            method = optimizer(self.case, self)
+            return {"optimizer": method, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.ExponentialLR(
+                method, gamma=0.5), "interval": "epoch"}}
+
+    module = Epochly("sam")
+    fit(module, epochs=3)
+    assert module.optimizers().param_groups[0]["lr"] == 0.05 * 0.5 ** 3
+
+    class Plateau(Net):
+        def configure_optimizers(self):
+            method = optimizer(self.case, self)
+            return {"optimizer": method, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(
+                method), "interval": "epoch"}}
+
+    with pytest.raises(TypeError, match="FlatminMixin cannot step a ReduceLROnPlateau: Lightning drops its monitor"):
+        fit(Plateau("sam"))
