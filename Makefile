@@ -16,8 +16,8 @@ install-cpu: ## install torch's CPU-only wheels (PyTorch's CPU index, no CUDA li
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 	$(PYTHON) -m pytest
 
-test-ci-slow: ## the slow tests CI runs besides make test: the wheel in a fresh virtual environment, used from outside the clone, and the GPU check's CPU smoke mode (about two minutes)
-	$(PYTHON) -m pytest -m slow tests/test_wheel.py tests/test_gpu_check.py
+test-ci-slow: ## the slow tests CI runs besides make test: the wheel in a fresh virtual environment, used from outside the clone, the GPU check's CPU smoke mode, the adapters under 2-process DDP (about two minutes)
+	$(PYTHON) -m pytest -m slow tests/test_wheel.py tests/test_gpu_check.py tests/integrations/test_ddp.py
 
 test-slow: ## run only the tests marked slow
 	$(PYTHON) -m pytest -m slow

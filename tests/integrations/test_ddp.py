@@ -1,7 +1,8 @@
 """Two gloo replicas under ``torchrun``: Lightning's DDP strategy through ``FlatminMixin`` and the
 transformers Trainer's DDP through ``FlatminTrainer`` each leave, on every replica, what flatmin's
 ``Stepper`` leaves on a DDP-wrapped network fed the same micro-batches (``ddp_worker.py``): every pass
-local, one average of G; and each counts optimizer steps."""
+local, one average of G; and each counts optimizer steps. Slow (two processes importing both hosts,
+15-25 s on 2 cores): CI runs it with ``make test-ci-slow``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.integrations.ddp_worker import METHODS
+
+pytestmark = pytest.mark.slow
 
 
 def launch(out: Path) -> subprocess.CompletedProcess:
