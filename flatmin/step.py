@@ -71,6 +71,12 @@ class BatchNormFirstPass:
             torch._foreach_copy_(self.buffers, self.snapshot)
 
 
+def group_size(index: int, accumulate: int, micro_batches: int) -> int:
+    """The size of the accumulation group micro-batch ``index`` of an epoch belongs to: ``accumulate``,
+    but the epoch's last group holds the ``micro_batches`` left (``Stepper.step``'s ``group_size``)."""
+    return min(accumulate, micro_batches - (index - index % accumulate))
+
+
 def call_model(model: nn.Module, inputs: Any) -> Tensor:
     """How a pass reaches the model unless a host says otherwise: ``model(inputs)``."""
     return model(inputs)

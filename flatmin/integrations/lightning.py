@@ -60,7 +60,7 @@ from flatmin.integrations.accelerate import scaler_like
 from flatmin.optim.multipass import evaluation_weights
 from flatmin.runtime import Runtime
 from flatmin.runtime.precision import Precision
-from flatmin.step import Stepper
+from flatmin.step import Stepper, group_size
 
 #: Lightning strategies whose parameters are not replicated on every process: flatmin's average of G
 #: across replicas would be wrong under them.
@@ -136,13 +136,12 @@ class FlatminMixin:
         return self.flatmin_stepper
 
     def _flatmin_group_size(self, batch_idx: int) -> int:
-        """The size of the accumulation group ``batch_idx`` belongs to: the last one of an epoch holds
-        the batches left."""
-        accumulate = self.flatmin_accumulate
+        """The size of the accumulation group ``batch_idx`` belongs to (an epoch of unknown length:
+        ``flatmin_accumulate``)."""
         total = self.trainer.num_training_batches
         if total == float("inf"):
-            return accumulate
-        return min(accumulate, int(total) - (batch_idx - batch_idx % accumulate))
+            return self.flatmin_accumulate
+        return group_size(batch_idx, self.flatmin_accumulate, int(total))
 
     def _flatmin_step_schedulers(self, interval: str, count: int) -> None:
         """Step the schedulers of ``configure_optimizers`` with this ``interval`` every ``frequency``."""

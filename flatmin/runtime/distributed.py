@@ -108,6 +108,16 @@ def gather_objects(obj: object, replica: Replica) -> list[object]:
     return [torch.load(io.BytesIO(data), weights_only=True) for data in gathered]
 
 
+def on_any_replica(flags: list[bool], replica: Replica, device: torch.device) -> list[bool]:
+    """Each flag, true on every replica if it is on any (one all-reduce): decisions every replica
+    must take together, such as stopping."""
+    if not replica.distributed:
+        return flags
+    agreed = torch.tensor(flags, dtype=torch.float32, device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return [bool(flag) for flag in agreed.tolist()]
+
+
 def barrier(replica: Replica) -> None:
     if replica.distributed:
         dist.barrier()

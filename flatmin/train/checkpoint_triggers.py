@@ -21,10 +21,9 @@ from types import FrameType
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 
 from flatmin import rundir
-from flatmin.runtime.distributed import Replica
+from flatmin.runtime.distributed import Replica, on_any_replica
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +84,7 @@ class CheckpointTriggers:
         stop = self.signal is not None
         due = bool(self.every_steps and global_step % self.every_steps == 0) or \
             bool(self.every_seconds and time.monotonic() - self.last_checkpoint >= self.every_seconds)
-        if replica.distributed:
-            flags = torch.tensor([stop, due], dtype=torch.float32, device=device)
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            stop, due = bool(flags[0]), bool(flags[1])
+        stop, due = on_any_replica([stop, due], replica, device)
         return stop, due or stop
 
     def checkpointed(self) -> None:

@@ -38,7 +38,8 @@ from flatmin.optim.averaging import WeightAveraging
 from flatmin.optim.multipass import evaluation_weights, load_replica_state_dict, replica_state_dict
 from flatmin.rundir import load_checkpoint, save_checkpoint
 from flatmin.runtime import Runtime
-from flatmin.runtime.distributed import barrier, gather_objects
+from flatmin.runtime.distributed import barrier, gather_objects, on_any_replica
+from flatmin.step import group_size
 from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted
 from flatmin.train.loggers import Loggers
 from flatmin.train.seeding import rng_state, set_rng_state
@@ -199,9 +200,7 @@ class Trainer:
         out_of_budget = False
         for index, (inputs, targets) in enumerate(bar, start=progress.batches):
             inputs, targets = self.runtime.to_device(inputs), targets.to(self.device, non_blocking=True)
-            group_start = index - index % accumulate
-            group_size = min(accumulate, self.micro_batches - group_start)
-            loss, outputs, ended = self.stepper.step(inputs, targets, group_size)
+            loss, outputs, ended = self.stepper.step(inputs, targets, group_size(index, accumulate, self.micro_batches))
             if self.initial_loss is None:
                 self.initial_loss = loss.item()
             progress.window += torch.stack([loss.double() * len(targets),
@@ -229,7 +228,7 @@ class Trainer:
                 window_start = now
             if settings.budget_seconds is not None:
                 spent = self.train_time_s + progress.time_s + time.perf_counter() - epoch_start
-                out_of_budget = self._agreed(spent >= settings.budget_seconds)
+                (out_of_budget,) = on_any_replica([spent >= settings.budget_seconds], self.replica, self.device)
                 if out_of_budget:
                     break
             if index + 1 < self.micro_batches:
@@ -252,14 +251,6 @@ class Trainer:
                                 rundir.TRAIN_TIME: self.train_time_s}
         return {**self._train_metrics(loss_sum, correct, total_count),
                 "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time}
-
-    def _agreed(self, flag: bool) -> bool:
-        """``flag`` on every replica if it holds on any (each measures its own seconds)."""
-        if not self.replica.distributed:
-            return flag
-        agreed = torch.tensor([flag], dtype=torch.float32, device=self.device)
-        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX)
-        return bool(agreed.item())
 
     def _save_last(self, progress: EpochProgress | None = None) -> None:
         """Write ``last.pt``: at an epoch's end, or mid-epoch with ``progress`` (where in the epoch,
