@@ -15,16 +15,15 @@ of ``epoch_time_s`` up to the record.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from flatmin import rundir
+from flatmin.checks import is_number
+from flatmin.report.runs import read_run
 
 UNITS = ("epochs", "steps", "passes", "seconds")
 #: The record key each unit reads.
@@ -40,38 +39,25 @@ def time_to_target(source: str | os.PathLike | Iterable[Mapping[str, Any]], metr
         raise ValueError(f"unit must be one of {', '.join(UNITS)} (got {unit!r}).")
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be auto, min or max (got {mode!r}).")
-    run_dir = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    if run_dir is not None:
-        if rundir.status(run_dir) != rundir.COMPLETED:
-            return math.inf
-        records = [json.loads(line) for line in (run_dir / rundir.METRICS).read_text().splitlines() if line.strip()]
-    else:
-        records = list(source)
+    run = read_run(Path(source)) if isinstance(source, (str, os.PathLike)) else None
+    if run is not None and run.status != rundir.COMPLETED:
+        return math.inf
+    records = run.epoch_records() if run is not None else [r for r in source if r.get("event") == "epoch"]
     better_low = rundir.monitor_mode(metric, mode) == "min"
     seconds = 0.0
-    for record in (record for record in records if record.get("event") == "epoch"):
+    for record in records:
         seconds += record.get("epoch_time_s", 0.0)
         value = record.get(metric)
-        if not _is_finite_number(value) or (value > target if better_low else value < target):
+        if not is_number(value) or (value > target if better_low else value < target):
             continue
         if READING[unit] in record:
             return float(record[READING[unit]])
         if unit == "seconds":
             return seconds
-        if run_dir is None:
+        if run is None:
             raise ValueError(f"the records carry no {rundir.PASSES!r} (written before flatmin recorded it): give "
                              "the run directory, whose summary and config give the passes per step.")
-        return float(record["step"] * _passes_per_step(run_dir))
+        # micro-batches per optimizer step × passes per micro-batch (summary.json's passes_per_step)
+        accumulate = run.config.get("trainer.accumulate_grad_batches", 1)
+        return float(record["step"] * accumulate * run.summary["passes_per_step"])
     return math.inf
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _passes_per_step(path: Path) -> float:
-    """Gradient passes per optimizer step of a completed run: its micro-batches per step times its
-    passes per micro-batch (``summary.json``'s ``passes_per_step``)."""
-    summary = rundir.read_summary(path) or {}
-    accumulate = OmegaConf.select(OmegaConf.load(path / rundir.CONFIG), "trainer.accumulate_grad_batches", default=1)
-    return accumulate * summary["passes_per_step"]
