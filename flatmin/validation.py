@@ -60,6 +60,8 @@ NUM_WORKERS = Check(lambda value: value == "auto" or NON_NEGATIVE_INT(value), "a
 SPLIT_NAMES = Check(lambda value: MAPPING(value) and len(value) > 0 and all(TEXT(name) for name in value.values()),
                     "a mapping of metric prefixes to split names")
 WANDB_MODE = one_of("offline", "online", "disabled")
+TUNING_SOURCE = Check(lambda value: value is None or (isinstance(value, str) and Path(value).is_dir()),
+                      "null or the directory of a tuning sweep (sweep=crowded_valley)")
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,23 @@ RULES: tuple[Rule, ...] = (
     Rule("logger.wandb.mode", WANDB_MODE),
     Rule("logger.wandb.group", optional(TEXT)),
     Rule("logger.wandb.tags", list_of(TEXT, "a list of tags")),
+    # tuning: set by the sweep=<protocol> options (flatmin/conf/tuning_common/base.yaml), read by
+    # flatmin.tuning.apply_trial; tuning.space's entries are checked by flatmin.tuning.search_space
+    Rule("tuning.protocol", one_of("algoperf", "crowded_valley")),
+    Rule("tuning.phase", one_of("tune", "reseed", "oneshot")),
+    Rule("tuning.trials", POSITIVE_INT),
+    Rule("tuning.studies", POSITIVE_INT),
+    Rule("tuning.reseeds", POSITIVE_INT),
+    Rule("tuning.seed", NON_NEGATIVE_INT),
+    Rule("tuning.study", optional(NON_NEGATIVE_INT)),
+    Rule("tuning.trial", optional(NON_NEGATIVE_INT)),
+    Rule("tuning.reseed", optional(NON_NEGATIVE_INT)),
+    Rule("tuning.from", TUNING_SOURCE),
+    Rule("tuning.space", MAPPING),
+    Rule("tuning.point", MAPPING),
+    Rule("tuning.target.metric", TEXT),
+    Rule("tuning.target.value", optional(NUMBER)),
+    Rule("tuning.workload", optional(TEXT)),
 )
 
 
@@ -216,6 +235,15 @@ def check_budget(cfg: DictConfig) -> None:
     if cfg.trainer.get("budget_passes") is not None and cfg.trainer.get("budget_seconds") is not None:
         raise ConfigError("trainer.budget_passes and trainer.budget_seconds cannot both be set: a run has one "
                           "budget (set the other to null).")
+
+
+def check_trial(cfg: DictConfig) -> None:
+    """A tuning job's study and trial lie within the sweep's ``tuning.studies`` × ``tuning.trials``."""
+    tuning = cfg.get("tuning") or {}
+    for index, count in (("study", "studies"), ("trial", "trials")):
+        if tuning.get(index) is not None and count in tuning and tuning[index] >= tuning[count]:
+            raise ConfigError(f"tuning.{index} must be below tuning.{count}={tuning[count]} (got {tuning[index]}): "
+                              f"the sweep has {count} 0 … {tuning[count] - 1}.")
 
 
 def check_monitor(cfg: DictConfig) -> None:
@@ -287,6 +315,8 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
             continue
         if not rule.check(value):
             raise ConfigError(f"{rule.key} must be {rule.check.requirement} (got {value!r}).")
+    if "tuning" in cfg and "tuning".startswith(prefix):
+        check_trial(cfg)
     if not prefix and "trainer" in cfg and "dataset" in cfg:
         check_split(cfg)
         check_budget(cfg)

@@ -16,9 +16,10 @@ LAYERS: list[set[str]] = [
     {"errors", "checks", "resolvers", "network", "conf"},
     {"rundir", "pretrained", "runtime"},
     {"data", "models", "optim"},
-    {"step", "validation", "tuning"},
+    {"step", "validation"},
     {"assembly"},
     {"sharpness", "report", "studies", "integrations"},
+    {"tuning"},
     {"train"},
 ]
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}

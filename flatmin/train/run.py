@@ -30,6 +30,7 @@ from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_onlin
 from flatmin.train.resume_in_place import RESUME_RECORDS
 from flatmin.train.seeding import seed_everything
 from flatmin.train.trainer import Trainer
+from flatmin.tuning import apply_trial
 from flatmin.validation import validate
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     epoch and step) before the exception propagates, so a sweep's failures stay visible.
     """
     try:
+        apply_trial(cfg)
         validate(cfg)
         if cfg.logger.get("wandb") and (problem := wandb_online_problem(cfg.logger.wandb)):
             raise ConfigError(problem)
