@@ -55,6 +55,10 @@ EXIT_CODES = {COMPLETED: 0, FAILED: 1, "bad input": 2, DIVERGED: 3, INTERRUPTED:
 #: closure call, ``Stepper.passes``) and training seconds (evaluation excluded), for time-to-target.
 PASSES = "passes"
 TRAIN_TIME = "train_time_s"
+#: summary.json: the run's device (``cpu``, ``cuda:0``) and the kind of machine it is
+#: (``flatmin.runtime.device.device_name``), which the report checks before comparing seconds.
+DEVICE = "device"
+DEVICE_NAME = "device_name"
 #: Under ``summary.json``: why a run with ``trainer.budget_seconds`` stopped before its last epoch.
 BUDGET_STOP = "budget_stop"
 CHECKPOINT_KEYS = ("epoch", "global_step", "model", "optimizer", "scheduler", "stepper", "rng", "trainer")

@@ -1,24 +1,27 @@
 """The report as Markdown, LaTeX (a fragment to ``\\input``; needs ``booktabs``) or CSV.
 
 Markdown and LaTeX show each table as laid out: a cell is ``mean ± std [95% interval] (n=runs)``,
-followed, where the paper has a number, by that number and our difference to it. Both end with
-the runs that were not included (failed or unfinished) and why. CSV is one line per cell with the
-numbers unformatted, for further analysis; the runs not included are written separately
-(:func:`not_included_csv`).
+followed, where the paper has a number, by that number and our difference to it; then the
+comparison of methods' tables (``comparison_tables.py``), as text. Both end with the runs that were
+not included (failed or unfinished) and why. CSV is one line per cell with the numbers unformatted,
+for further analysis; the runs not included are written separately (:func:`not_included_csv`), and so
+are the comparison's numbers (:func:`comparison_csv`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 from flatmin import rundir
 from flatmin.report.runs import Run
 from flatmin.report.stats import Summary
-from flatmin.report.tables import Section, Table
+from flatmin.report.comparison import Comparison
+from flatmin.report.tables import Section, Table, TextTable
 from flatmin.report.published import Metric
 
+COMPARISON = "Comparison of methods: time to target"
 LEGEND = ("Cells: mean ± std over seeds [95% Student-t interval of the mean, cut to the metric's range] (n = runs); "
           "paper: the published number; Δ: our mean − paper.")
 
@@ -76,14 +79,23 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
-def markdown(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence[str]) -> str:
-    out = ["# flatmin report", "", headline(runs, sources), LEGEND]
+def _markdown_block(title: str, header: list[str], rows: list[list[str]], notes: Sequence[str]) -> list[str]:
+    out = ["", f"### {title}", "", *_markdown_table(header, rows)]
+    return out + (["", *(f"- {note}" for note in notes)] if notes else [])
+
+
+def markdown(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence[str],
+             comparison: Sequence[TextTable] = ()) -> str:
+    """The report: the sections' tables, then the ``comparison``'s, then the runs not included."""
+    out = ["# flatmin report", "", headline(runs, sources), *([LEGEND] if sections or not comparison else [])]
     for section in sections:
         out += ["", f"## {experiment_title(section)}"]
         for table in section.tables:
-            out += ["", f"### {table.title}", "", *_markdown_table(*grid(table))]
-            if table.notes:
-                out += ["", *(f"- {note}" for note in table.notes)]
+            out += _markdown_block(table.title, *grid(table), table.notes)
+    if comparison:
+        out += ["", f"## {COMPARISON}"]
+        for text_table in comparison:
+            out += _markdown_block(text_table.title, text_table.header, text_table.rows, text_table.notes)
     excluded = not_included(runs)
     if excluded:
         out += ["", "## Runs not included (failed, diverged, interrupted or unfinished)", ""]
@@ -95,7 +107,7 @@ def markdown(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "[": "{[}", "]": "{]}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
           "±": r"$\pm$", "Δ": r"$\Delta$", "λ": r"$\lambda$", "×": r"$\times$", "³": r"$^3$", "⁴": r"$^4$",
-          "·": r"$\cdot$", "−": "-"}
+          "·": r"$\cdot$", "−": "-", "∞": r"$\infty$", "ρ": r"$\rho$", "τ": r"$\tau$"}
 
 
 def latex_escape(text: str) -> str:
@@ -114,13 +126,19 @@ def _latex_table(caption: str, header: list[str], rows: list[list[str]], notes: 
     return out + [r"\end{table}"]
 
 
-def latex(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence[str]) -> str:
+def latex(sections: Sequence[Section], runs: Sequence[Run], sources: Sequence[str],
+          comparison: Sequence[TextTable] = ()) -> str:
+    """The report as :func:`markdown` has it, as a LaTeX fragment."""
     out = ["% flatmin report (needs \\usepackage{booktabs})", latex_escape(headline(runs, sources)),
-           latex_escape(LEGEND)]
+           *([latex_escape(LEGEND)] if sections or not comparison else [])]
     for section in sections:
         out += ["", rf"\section*{{{latex_escape(experiment_title(section))}}}"]
         for table in section.tables:
             out += _latex_table(table.title, *grid(table), table.notes)
+    if comparison:
+        out += ["", rf"\section*{{{latex_escape(COMPARISON)}}}"]
+        for text_table in comparison:
+            out += _latex_table(text_table.title, text_table.header, text_table.rows, text_table.notes)
     excluded = not_included(runs)
     if excluded:
         out += ["", r"\section*{Runs not included (failed, diverged, interrupted or unfinished)}"]
@@ -153,8 +171,29 @@ def csv_cells(sections: Sequence[Section]) -> str:
 
 
 def not_included_csv(runs: Sequence[Run]) -> str:
+    return _csv(("run", "status", "error"),
+                ((str(run.path), run.status, run.error or "") for run in not_included(runs)))
+
+
+def comparison_csv(comparison: Comparison) -> dict[str, str]:
+    """The comparison's numbers at full precision (``repr``; ``inf`` for never), by file name:
+    ``scores.csv``, ``times.csv`` and, per unit, ``profile_<unit>.csv`` (ρ(τ), a column per τ)."""
+    files = {"scores.csv": _csv(("unit", "method", "score"), (
+                 (unit, method, repr(score)) for unit in comparison.units
+                 for method, score in sorted(comparison.scores[unit].items()))),
+             "times.csv": _csv(("method", "workload", "unit", "time"), (
+                 (method, workload, unit, repr(float(comparison.times[unit][method][workload])))
+                 for method in comparison.methods for workload in comparison.workloads for unit in comparison.units))}
+    for unit in comparison.units:
+        profiles = comparison.profiles[unit]
+        files[f"profile_{unit}.csv"] = _csv(("method", *(repr(float(tau)) for tau in profiles.taus)), (
+            (method, *(repr(float(rho)) for rho in profiles.rho[method])) for method in comparison.methods))
+    return files
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("run", "status", "error"))
-    writer.writerows((str(run.path), run.status, run.error or "") for run in not_included(runs))
+    writer.writerow(header)
+    writer.writerows(rows)
     return buffer.getvalue()

@@ -29,8 +29,10 @@ from flatmin import rundir
 from flatmin.rundir import flatten
 
 # Config keys that do not change a run's result (evaluating test every epoch trains the same: the
-# trainer forks the generator for it); with the seed, they are left out of its settings.
-NOT_SETTINGS = ("seed", "paths", "logger", "trainer.resume", "trainer.progress_bar", "trainer.test_every_epoch")
+# trainer forks the generator for it), and a tuning job's place in its sweep and its drawn point (the
+# point's values are set on the config itself); with the seed, they are left out of its settings.
+NOT_SETTINGS = ("seed", "paths", "logger", "trainer.resume", "trainer.progress_bar", "trainer.test_every_epoch",
+                "tuning.study", "tuning.trial", "tuning.reseed", "tuning.point")
 
 WANDB_NOT_READABLE = ("W&B offline runs are read through their flatmin run directory (summary.json); a bare "
                       "wandb/ folder is not readable offline: run `wandb sync` and use the W&B UI.")

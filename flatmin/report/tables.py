@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from flatmin.report.published import (BEST_EPOCH_ON_TEST, FINAL_DEV_ACCURACY, MODEL_NAMES, PAPER_TABLES, Heading,
                                       Metric, accuracy_percent)
@@ -71,24 +71,40 @@ class Table:
 
 
 @dataclass
+class TextTable:
+    """A table of text cells, as the comparison of methods lays out times, points and selections."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
 class Section:
     experiment: str | None
     groups: list[Group]
     tables: list[Table] = field(default_factory=list)
 
 
+def configurations(runs: Iterable[Run],
+                   facets: Callable[[Run], dict[str, Any]] = lambda run: run.facets) -> list[list[Run]]:
+    """``runs`` by ``facets`` (default: settings and choices): each list differs only by seed, in the order
+    first seen."""
+    by_facets: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_facets[tuple(sorted(facets(run).items(), key=str))].append(run)
+    return list(by_facets.values())
+
+
 def group_runs(runs: Iterable[Run]) -> dict[str | None, list[Group]]:
     """Completed runs by experiment, then by facets (settings and choices); groups labelled, in order
     of their labels."""
-    by_facets: dict[tuple, list[Run]] = defaultdict(list)
-    for run in runs:
-        if run.status == "completed":
-            by_facets[tuple(sorted(run.facets.items(), key=str))].append(run)
     experiments: dict[str | None, list[Group]] = defaultdict(list)
-    for members in by_facets.values():
+    for members in configurations(run for run in runs if run.status == "completed"):
         experiments[members[0].facets["experiment"]].append(Group(members))
     for groups in experiments.values():
-        _label(groups)
+        label_groups(groups)
         groups.sort(key=lambda group: group.label)
     return dict(experiments)
 
@@ -105,12 +121,13 @@ def describe(group: Group, keys: Sequence[str]) -> str:
     return ", ".join(f"{key}={facets[key]}" if key in facets else f"no {key}" for key in keys)
 
 
-def _label(groups: list[Group]) -> None:
-    """``method · dataset · model``, plus the settings that set apart groups sharing those three."""
+def label_groups(groups: Sequence[Group], keys: Sequence[str] = ("method", "dataset", "model")) -> None:
+    """Label each group by its ``keys`` facets (``method · dataset · model``), plus the settings that set
+    apart groups sharing those."""
     by_name: dict[str, list[Group]] = defaultdict(list)
     for group in groups:
         facets = group.facets
-        by_name[" · ".join(str(facets[key]) for key in ("method", "dataset", "model"))].append(group)
+        by_name[" · ".join(str(facets[key]) for key in keys)].append(group)
     for name, members in by_name.items():
         keys = distinguishing(members) if len(members) > 1 else []
         for group in members:

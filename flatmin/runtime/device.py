@@ -19,3 +19,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"trainer.device is {name!r} but this machine has no CUDA device; "
                           "use trainer.device=auto or cpu.")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """The kind of machine a run's seconds were measured on: the GPU's model (``NVIDIA H100 80GB HBM3``),
+    or ``cpu``; the report compares seconds only between runs that name the same."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

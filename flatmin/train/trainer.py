@@ -38,6 +38,7 @@ from flatmin.optim.averaging import WeightAveraging
 from flatmin.optim.multipass import evaluation_weights, load_replica_state_dict, replica_state_dict
 from flatmin.rundir import load_checkpoint, save_checkpoint
 from flatmin.runtime import Runtime
+from flatmin.runtime.device import device_name
 from flatmin.runtime.distributed import barrier, gather_objects, on_any_replica
 from flatmin.step import group_size
 from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted
@@ -332,12 +333,15 @@ class Trainer:
         raise DivergedError(f"The run diverged: the training loss was {loss:.4g} at epoch {epoch + 1}, step "
                             f"{self.global_step}, which {reason}; lower the learning rate (or the method's radius).")
 
+    def device_record(self) -> dict[str, str]:
+        return {rundir.DEVICE: str(self.device), rundir.DEVICE_NAME: device_name(self.device)}
+
     def stopped_summary(self, status: str, error: str) -> dict[str, Any]:
         """``summary.json`` of a run stopped before its end: the status and the reason, how far it got,
         and what it had logged (no test: the run has no final model)."""
         return {rundir.STATUS: status, rundir.ERROR: error, "epochs": self.epoch, "global_steps": self.global_step,
                 rundir.FINAL: self.last_record, rundir.BEST_VAL: self.best, rundir.RESUMES: self.resumes,
-                "device": str(self.device), "precision": self.runtime.precision.name}
+                **self.device_record(), "precision": self.runtime.precision.name}
 
 
     def _train_metrics(self, loss_sum: float, correct: float, count: int) -> dict[str, float]:
@@ -406,7 +410,7 @@ class Trainer:
             "train_time_s": self.train_time_s,
             "samples_per_s": self.samples_seen / max(self.train_time_s, 1e-9),
             "peak_memory_mb": memory,
-            "device": str(self.device),
+            **self.device_record(),
             "precision": self.runtime.precision.name,
         }
 

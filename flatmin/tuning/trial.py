@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from flatmin.errors import ConfigError
 from flatmin.optim.registry import method_label
+from flatmin.report.protocols import crowded_valley, read_trials, workload_of
 from flatmin.rundir import flatten
 from flatmin.tuning.halton import draw_trials
 from flatmin.tuning.space import search_space
@@ -65,7 +66,6 @@ def selected_point(cfg: DictConfig, source: str | None) -> dict[str, Any]:
     if source is None or not Path(source).is_dir():
         raise ConfigError(f"tuning.phase=reseed takes the best point of the tuning sweep in tuning.from, which must "
                           f"be its directory (got {source!r}).")
-    from flatmin.report.protocols import crowded_valley, read_trials, workload_of  # TEMP
     container = OmegaConf.to_container(cfg, resolve=True)
     method = method_label(container["optimizer"])
     workload = workload_of(flatten(container, separator="."))

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flatmin.report.plots import curves, write_plots
-from flatmin.report.runs import find_runs
+from flatmin.report.plots import curves, reading_curve, write_plots
+from flatmin.report.runs import find_runs, read_run
 from flatmin.report.tables import build_sections
+from tests.report.conftest import completed, write_run
+from tests.report.sweeps import epochs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -35,3 +37,14 @@ def test_every_figure_is_a_non_empty_png(sections, tmp_path: Path):
                                                      "sam_cifar_wrn28_curves.png"]  # SAM runs measured no sharpness
     for path in written:
         assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5_000
+
+
+def test_a_reading_curve_is_drawn_at_the_mean_reading_of_each_epoch(tmp_path: Path, base_config):
+    """Two runs at 100 and 300 passes an epoch: x is the mean reading (200, 400 passes), y the mean and
+    std of the metric over the runs."""
+    runs = [read_run(write_run(tmp_path / str(passes), base_config, {}, None, completed(0.9),
+                               epochs(accuracies, passes=passes)))
+            for passes, accuracies in ((100, [0.5, 0.7]), (300, [0.7, 0.9]))]
+    x, mean, std = reading_curve(runs, "val/accuracy", "passes")
+    assert x.tolist() == [200.0, 400.0] and mean == pytest.approx([0.6, 0.8])
+    assert std == pytest.approx([np.std([0.5, 0.7], ddof=1)] * 2)
