@@ -1,7 +1,7 @@
 # flatmin: `make help` lists the targets.
 PYTHON ?= python
 
-.PHONY: help install install-cpu test test-ci-slow test-slow demo bench gpu-check wheels study readme-figures reproduce-sam-wrn16 clean
+.PHONY: help install install-cpu test test-ci-slow test-slow demo bench gpu-check wheels study study-compare readme-figures reproduce-sam-wrn16 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -16,8 +16,8 @@ install-cpu: ## install torch's CPU-only wheels (PyTorch's CPU index, no CUDA li
 test: ## run the default test suite (offline, CPU, < 15 min on 2 cores)
 	$(PYTHON) -m pytest
 
-test-ci-slow: ## the slow tests CI runs besides make test: the wheel in a fresh virtual environment, used from outside the clone, the GPU check's CPU smoke mode, the adapters under 2-process DDP (about two minutes)
-	$(PYTHON) -m pytest -m slow tests/test_wheel.py tests/test_gpu_check.py tests/integrations/test_ddp.py
+test-ci-slow: ## the slow tests CI runs besides make test: the wheel in a fresh virtual environment, used from outside the clone, the GPU check's CPU smoke mode, the adapters under 2-process DDP, a tuning sweep interrupted and continued (about three minutes)
+	$(PYTHON) -m pytest -m slow tests/test_wheel.py tests/test_gpu_check.py tests/integrations/test_ddp.py tests/tuning/test_sweep.py
 
 test-slow: ## run only the tests marked slow
 	$(PYTHON) -m pytest -m slow
@@ -46,6 +46,18 @@ study: ## the CPU study: matrix sensing, digits with 40% label noise; tables and
 	rm -rf outputs/study/digits_label_noise
 	$(PYTHON) train.py -m experiment=study_digits_label_noise hydra.sweep.dir=outputs/study/digits_label_noise
 	$(PYTHON) -m flatmin.report outputs/study/digits_label_noise --out docs/study
+
+COMPARE_DIR ?= outputs/study/compare_digits
+COMPARE_SECONDS ?= 2.0
+COMPARE_TARGETS ?= --target digits-noise0.0:val/accuracy=0.98 --target digits-noise0.2:val/accuracy=0.95 \
+	--target digits-noise0.4:val/accuracy=0.9
+study-compare: ## the comparison study: 5 methods x 3 digits workloads tuned AlgoPerf-style at equal passes and equal seconds; report in docs/study/comparison/ (about 16 minutes on 2 CPU cores)
+	rm -rf $(COMPARE_DIR)
+	$(PYTHON) train.py -m experiment=compare_digits hydra.sweep.dir=$(COMPARE_DIR)/passes
+	$(PYTHON) train.py -m experiment=compare_digits trainer.budget_passes=null trainer.budget_seconds=$(COMPARE_SECONDS) \
+		'trainer.epochs="$${pick:$${optimizer.name},{sgd: 20},10}"' hydra.sweep.dir=$(COMPARE_DIR)/seconds
+	$(PYTHON) -m flatmin.report $(COMPARE_DIR)/passes --protocol algoperf $(COMPARE_TARGETS) --out docs/study/comparison/passes
+	$(PYTHON) -m flatmin.report $(COMPARE_DIR)/seconds --protocol algoperf $(COMPARE_TARGETS) --out docs/study/comparison/seconds
 
 readme-figures: ## rerun the commands behind the README's figures and write the new ones in (about 20 minutes)
 	$(PYTHON) scripts/readme_figures.py --write
