@@ -12,6 +12,7 @@ serves every combination of config groups.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,34 @@ def _is_regex(value: Any) -> bool:
 #: ``all``, ``conv_and_head`` or a regular expression (flatmin.sharpness.select_parameters).
 PARAMETER_SELECTION = Check(lambda value: isinstance(value, str) and _is_regex(value),
                             "all, conv_and_head or a regular expression on parameter names")
+#: The measures of ``trainer.sharpness_measures`` (flatmin.sharpness.measures), in the order they run.
+SHARPNESS_MEASURES = ("hessian", "esd", "worst_case", "average", "landscape1d", "landscape2d", "interpolation")
+
+
+def measure_names(value: Any) -> list[str]:
+    """The names of ``trainer.sharpness_measures``: a comma-separated string, or a list (Hydra's
+    ``trainer.sharpness_measures=[esd,average]``, since an unquoted comma there asks for a sweep)."""
+    return value.split(",") if isinstance(value, str) else list(value)
+
+
+MEASURE_LIST = Check(lambda value: isinstance(value, (str, list, tuple, ListConfig)) and len(value) > 0
+                     and all(name in SHARPNESS_MEASURES for name in measure_names(value)),
+                     f"a comma-separated list of {', '.join(SHARPNESS_MEASURES)}")
+#: Landscape direction settings in the config's words (``none`` for the API's None).
+LANDSCAPE_NORMS = ("filter", "layer", "weight", "dfilter", "dlayer", "none")
+LANDSCAPE_IGNORES = ("biasbn", "none")
+
+
+def _is_grid(value: Any) -> bool:
+    """``min:max:num``: finite numbers min and max and an integer num >= 1 (flatmin.sharpness.parse_grid)."""
+    parts = value.split(":") if isinstance(value, str) else []
+    try:
+        return len(parts) == 3 and all(math.isfinite(float(end)) for end in parts[:2]) and int(parts[2]) >= 1
+    except ValueError:
+        return False
+
+
+GRID = Check(_is_grid, "a grid min:max:num of finite numbers and an integer num >= 1, e.g. -1:1:51")
 RESUME_TARGET = Check(lambda value: value is None or value == "auto"
                       or (isinstance(value, str) and Path(value).exists()),
                       "null, auto, or the path of an existing checkpoint or run directory")
@@ -176,6 +205,25 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.sharpness_m_samples", POSITIVE_INT),
     Rule("trainer.sharpness_m_steps", POSITIVE_INT),
     Rule("trainer.sharpness_m_norm", one_of("adaptive", "l2")),
+    Rule("trainer.sharpness_measures", MEASURE_LIST),
+    Rule("trainer.sharpness_esd_iterations", POSITIVE_INT),
+    Rule("trainer.sharpness_esd_vectors", POSITIVE_INT),
+    Rule("trainer.sharpness_worst_rho", NON_NEGATIVE),
+    Rule("trainer.sharpness_worst_norm", one_of("linf", "l2")),
+    Rule("trainer.sharpness_worst_steps", POSITIVE_INT),
+    Rule("trainer.sharpness_average_rho", NON_NEGATIVE),
+    Rule("trainer.sharpness_average_norm", one_of("linf", "l2")),
+    Rule("trainer.sharpness_average_draws", POSITIVE_INT),
+    Rule("trainer.sharpness_adaptive", BOOLEAN),
+    Rule("trainer.sharpness_normalize_logits", BOOLEAN),
+    Rule("trainer.sharpness_landscape_x", GRID),
+    Rule("trainer.sharpness_landscape_y", GRID),
+    Rule("trainer.sharpness_landscape_norm", one_of(*LANDSCAPE_NORMS)),
+    Rule("trainer.sharpness_landscape_ignore", one_of(*LANDSCAPE_IGNORES)),
+    Rule("trainer.sharpness_landscape_kind", one_of("weights", "states")),
+    Rule("trainer.sharpness_interpolate_to", optional(TEXT)),
+    Rule("trainer.sharpness_interpolate_alpha", GRID),
+    Rule("trainer.sharpness_interpolate_kind", one_of("weights", "states")),
     Rule("scheduler.name", one_of("cosine", "linear", "step", "constant")),
     Rule("scheduler.warmup_epochs", NON_NEGATIVE),
     Rule("scheduler.min_lr_factor", FRACTION),
@@ -235,6 +283,21 @@ def check_budget(cfg: DictConfig) -> None:
     if cfg.trainer.get("budget_passes") is not None and cfg.trainer.get("budget_seconds") is not None:
         raise ConfigError("trainer.budget_passes and trainer.budget_seconds cannot both be set: a run has one "
                           "budget (set the other to null).")
+
+
+def check_sharpness(cfg: DictConfig) -> None:
+    """Each measure at most once; ``interpolation`` with an ``interpolate_to`` that exists."""
+    measures = measure_names(cfg.trainer.get("sharpness_measures", "hessian"))
+    repeated = [name for name in dict.fromkeys(measures) if measures.count(name) > 1]
+    if repeated:
+        raise ConfigError(f"trainer.sharpness_measures must name each measure at most once (got "
+                          f"{','.join(measures)!r}: {repeated[0]} twice).")
+    target = cfg.trainer.get("sharpness_interpolate_to")
+    if "interpolation" in measures and target is None:
+        raise ConfigError("trainer.sharpness_interpolate_to must be the run directory or checkpoint to interpolate "
+                          "to when trainer.sharpness_measures has interpolation (got None).")
+    if "interpolation" in measures and not Path(target).exists():
+        raise ConfigError(f"No run directory or checkpoint at {target} (trainer.sharpness_interpolate_to).")
 
 
 def check_trial(cfg: DictConfig) -> None:
@@ -317,6 +380,8 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
             raise ConfigError(f"{rule.key} must be {rule.check.requirement} (got {value!r}).")
     if "tuning" in cfg and "tuning".startswith(prefix):
         check_trial(cfg)
+    if "trainer" in cfg and ("trainer.sharpness_".startswith(prefix) or prefix.startswith("trainer.sharpness_")):
+        check_sharpness(cfg)
     if not prefix and "trainer" in cfg and "dataset" in cfg:
         check_split(cfg)
         check_budget(cfg)

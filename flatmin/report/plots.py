@@ -83,18 +83,24 @@ def plot_curves(section: Section, path: Path) -> Path | None:
     return path
 
 
+def sharpness_values(group: Group, key: str) -> np.ndarray:
+    """The runs' measured ``key`` (``trace``, ``lambda_max``): runs that measured other things, or whose
+    measurement failed (``{"error": …}``), have none."""
+    return np.array([value for value in ((run.summary.get(rundir.SHARPNESS) or {}).get(key) for run in group.runs)
+                     if is_number(value)], dtype=float)
+
+
 def plot_sharpness(section: Section, path: Path) -> Path | None:
     """Bars of the Hessian trace and λ_max per configuration; None when no run measured them."""
-    measured = [group for group in section.groups if any(rundir.SHARPNESS in run.summary for run in group.runs)]
+    measured = [group for group in section.groups if len(sharpness_values(group, SHARPNESS[0][0]))]
     if not measured:
         return None
     figure = Figure(figsize=(max(6.0, 1.2 * len(measured) + 2), 4), layout="constrained")
     for axes, (key, title) in zip(figure.subplots(1, len(SHARPNESS)), SHARPNESS):
-        values = [np.array([run.summary[rundir.SHARPNESS][key] for run in group.runs
-                            if rundir.SHARPNESS in run.summary]) for group in measured]
+        values = [sharpness_values(group, key) for group in measured]
         positions = np.arange(len(measured))
-        axes.bar(positions, [v.mean() for v in values], yerr=[sample_std(v) for v in values],
-                 capsize=4)
+        axes.bar(positions, [v.mean() if len(v) else np.nan for v in values],
+                 yerr=[sample_std(v) if len(v) else np.nan for v in values], capsize=4)
         axes.set_xticks(positions, [group.label for group in measured], rotation=30, ha="right", fontsize="small")
         axes.set_title(title)
     figure.suptitle(f"{section.experiment or 'runs without an experiment'}: mean over seeds (± std)")

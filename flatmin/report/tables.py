@@ -206,10 +206,16 @@ def generic_table(title: str, groups: Sequence[Group]) -> Table:
     return table
 
 
+#: The numbers of ``summary.json["sharpness"]`` the detail table shows (path inside it, label).
+SHARPNESS_METRICS = ((("trace",), "Hessian trace"), (("lambda_max",), "λ_max"), (("m_sharpness",), "m-sharpness"),
+                     (("worst_case", "sharpness"), "worst-case sharpness"),
+                     (("average", "sharpness"), "average sharpness"))
+
+
 def detail_metrics(groups: Sequence[Group], best_on_test: bool = False) -> list[Metric]:
     """Every metric some run of ``groups`` has: test metrics of the final and best-validation
     models (and, with ``best_on_test``, of the best epoch on test), validation metrics (every
-    validation split's) of the final and the best epoch, and the Hessian trace, λ_max and m-sharpness."""
+    validation split's) of the final and the best epoch, and the sharpness measured (``SHARPNESS_METRICS``)."""
     records = [(FINAL, "final epoch", "val"), (BEST_VAL, "best epoch", "val")]
     if best_on_test:
         records.append((BEST_TEST, BEST_EPOCH_ON_TEST, "test"))
@@ -222,9 +228,10 @@ def detail_metrics(groups: Sequence[Group], best_on_test: bool = False) -> list[
             for key in run.summary.get(record) or {}:
                 if key.startswith(prefix):
                     found.setdefault((record, key), _scaled(f"{key}, {name}", (record, key)))
-        for key, label in (("trace", "Hessian trace"), ("lambda_max", "λ_max"), ("m_sharpness", "m-sharpness")):
-            if key in (run.summary.get(SHARPNESS) or {}):
-                found.setdefault((SHARPNESS, key), Metric(label, (SHARPNESS, key), digits=None))
+        for path, label in SHARPNESS_METRICS:
+            metric = Metric(label, (SHARPNESS, *path), digits=None)
+            if metric.read(run.summary) is not None:
+                found.setdefault(metric.path, metric)
     order = {(TEST, TEST_OF_LAST): 0, (TEST, TEST_OF_BEST_VAL): 1, (TEST, LAST_TRAINING_WEIGHTS): 2, (BEST_TEST,): 3,
              (FINAL,): 4, (BEST_VAL,): 5, (SHARPNESS,): 6}
     return sorted(found.values(), key=lambda m: (order.get(m.path[:2], order.get(m.path[:1], 7)), m.path))

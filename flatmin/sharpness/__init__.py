@@ -18,10 +18,11 @@ worst-case loss increase in a ball, ``measure.py`` the protocol
 from flatmin.sharpness.adversarial import average_sharpness, worst_case_sharpness
 from flatmin.sharpness.hessian import batch_hessian, hutchinson_trace, subset_hessian, top_eigenvalues
 from flatmin.sharpness.landscape import interpolate, loss_surface, parse_grid, random_direction, target_direction
-from flatmin.sharpness.measure import SharpnessOptions, measure_run, measure_sharpness, select_parameters
+from flatmin.sharpness.measure import SharpnessOptions, measure_sharpness, select_parameters
+from flatmin.sharpness.measures import AnalysisOptions, in_brief, measure_run
 from flatmin.sharpness.spectrum import density_curve, spectral_density
 
-__all__ = ["SharpnessOptions", "average_sharpness", "batch_hessian", "density_curve", "hutchinson_trace",
-           "interpolate", "loss_surface", "measure_run", "measure_sharpness", "parse_grid", "random_direction",
+__all__ = ["AnalysisOptions", "SharpnessOptions", "average_sharpness", "batch_hessian", "density_curve", "hutchinson_trace",
+           "in_brief", "interpolate", "loss_surface", "measure_run", "measure_sharpness", "parse_grid", "random_direction",
            "select_parameters", "spectral_density", "subset_hessian", "target_direction", "top_eigenvalues",
            "worst_case_sharpness"]

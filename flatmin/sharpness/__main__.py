@@ -9,19 +9,26 @@ are validated like the config; bad input ends in one sentence and exit status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from flatmin.assembly import assemble
 from flatmin.errors import CheckpointError, FlatminError
-from flatmin.rundir import load_checkpoint, write_json
+from flatmin.rundir import write_json
 from flatmin.runtime import Runtime
-from flatmin.sharpness.measure import SharpnessOptions, measure_run
+from flatmin.sharpness.checkpoints import load_other, load_run
+from flatmin.sharpness.measure import SharpnessOptions
+from flatmin.sharpness.measures import MEASURES, AnalysisOptions, in_brief, measure_run
 from flatmin.validation import validate
+
+#: The settings a measure's line shows.
+SETTINGS = ("iterations", "vectors", "rho", "norm", "steps", "draws", "adaptive", "normalize_logits", "x", "y",
+            "ignore", "kind", "alpha")
 
 OPTION_HELP = {
     "samples": "training examples in the fixed subset",
@@ -37,32 +44,33 @@ OPTION_HELP = {
     "m_samples": "examples in the m-sharpness subset",
     "m_steps": "gradient-ascent steps per m-sharpness batch",
     "m_norm": "adaptive or l2 ball for m-sharpness",
+    "measures": "comma-separated: hessian, esd, worst_case, average, landscape1d, landscape2d, interpolation",
+    "esd_iterations": "Lanczos steps of the spectral density (PyHessian's iter)",
+    "esd_vectors": "start vectors of the spectral density (PyHessian's n_v)",
+    "worst_rho": "radius of worst-case sharpness",
+    "worst_norm": "linf or l2 ball of worst-case sharpness",
+    "worst_steps": "m-APGD steps of worst-case sharpness",
+    "average_rho": "noise scale of average sharpness",
+    "average_norm": "l2 (Gaussian) or linf (uniform) noise of average sharpness",
+    "average_draws": "noise draws per batch of average sharpness",
+    "adaptive": "scale the perturbations of worst-case and average sharpness by |w|",
+    "normalize_logits": "normalise the logits in worst-case and average sharpness",
+    "landscape_x": "grid min:max:num along x (write --landscape-x=-1:1:51)",
+    "landscape_y": "grid min:max:num along y (landscape2d)",
+    "landscape_norm": "direction normalisation: filter, layer, weight, dfilter, dlayer or none",
+    "landscape_ignore": "biasbn (no move of biases and BatchNorm) or none",
+    "landscape_kind": "weights (parameters) or states (state_dict, running statistics too)",
+    "interpolate_to": "run directory or checkpoint of the model at alpha = 1",
+    "interpolate_alpha": "grid min:max:num of alpha",
+    "interpolate_kind": "states or weights",
 }
 
 
-def load_run(path: Path, checkpoint: str = "last") -> tuple[DictConfig, Path, dict[str, Any]]:
-    """The config, checkpoint path and checkpoint of a run. ``path`` is a run directory (its
-    ``<checkpoint>.pt`` is used) or a checkpoint file; the config is the ``config.yaml`` beside the
-    checkpoint, else the one a ``last.pt`` carries. Anything missing or unreadable is a
-    ``CheckpointError``."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"No run directory or checkpoint at {path}.")
-    checkpoint_path = path / f"{checkpoint}.pt" if path.is_dir() else path
-    state = load_checkpoint(checkpoint_path, required=("model",))
-    config_path = checkpoint_path.parent / "config.yaml"
-    if config_path.is_file():
-        return OmegaConf.load(config_path), checkpoint_path, state
-    if isinstance(state.get("config"), dict):
-        return OmegaConf.create(state["config"]), checkpoint_path, state
-    raise CheckpointError(f"No config.yaml beside {checkpoint_path}, and the checkpoint carries none: the model "
-                          "cannot be rebuilt without the run's config.")
-
-
-def measure_checkpoint(path: Path, checkpoint: str = "last", device: str = "auto",
+def measure_checkpoint(path: Path, checkpoint: str = "last", device: str = "auto", out: Path | None = None,
                        **overrides: Any) -> dict[str, Any]:
-    """Rebuild a run's model and training split, load the weights and measure. ``overrides``
-    (``samples=``, ``top_k=`` …, None keeps the run's setting) replace ``trainer.sharpness_<name>``."""
+    """Rebuild a run's model and training split, load the weights and measure; arrays and figures go to
+    ``out`` (default: ``sharpness/`` beside the checkpoint). ``overrides`` (``samples=``, ``measures=``
+    …, None keeps the run's setting) replace ``trainer.sharpness_<name>``."""
     cfg, checkpoint_path, state = load_run(path, checkpoint)
     for name, value in overrides.items():
         if value is not None:
@@ -75,50 +83,91 @@ def measure_checkpoint(path: Path, checkpoint: str = "last", device: str = "auto
     except RuntimeError as error:
         raise CheckpointError(f"Checkpoint {checkpoint_path} does not fit the model of its config "
                               f"({str(error).splitlines()[0]}).") from error
-    result = measure_run(parts.module, parts.splits, cfg, runtime.device)
+    other = None
+    if "interpolation" in AnalysisOptions.from_config(cfg).names:
+        other, target = load_other(cfg.trainer.sharpness_interpolate_to, parts.module, checkpoint)
+        OmegaConf.update(cfg, "trainer.sharpness_interpolate_to", str(target))
+    result = measure_run(parts.module, parts.splits, cfg, runtime.device, out or checkpoint_path.parent / "sharpness",
+                         other, progress_bar=True)
     return {"checkpoint": str(checkpoint_path), "model": type(parts.module).__name__, "dataset": cfg.dataset.name,
             "device": str(runtime.device), **result}
 
 
 def describe(result: dict[str, Any]) -> str:
-    """A measurement in a few lines, for the terminal."""
-    eigenvalues = ", ".join(f"{value:.6g}" for value in result["eigenvalues"])
-    return "\n".join([
-        f"sharpness of {result['checkpoint']} ({result['model']} on {result['dataset']}, {result['device']}, "
-        "fp32, eval mode)",
-        f"  subset: {result['samples']} training examples (seed {result['seed']}) in {result['batches']} batches "
-        f"of up to {result['batch_size']}, aggregate {result['aggregate']}",
-        f"  parameters: {result['params']} ({result['parameters']:,})",
-        f"  Hessian trace (Hutchinson, <= {result['max_iter']} vectors, tol {result['tol']:g}): {result['trace']:.6g}",
-        f"  top-{len(result['eigenvalues'])} eigenvalues (power iteration, <= {result['max_iter']} iterations each): "
-        f"{eigenvalues}",
-        *([f"  {result['m_norm']} m-sharpness (rho {result['m_rho']:g}, m {result['m']}, n {result['m_samples']}, "
-           f"{result['m_steps']} ascent steps): {result['m_sharpness']:.6g}"] if "m_sharpness" in result else []),
-        f"  time: {result['time_s']:.1f} s",
-    ])
+    """A measurement in a line per measure, for the terminal; the last line has the numbers in brief."""
+    lines = [f"sharpness of {result['checkpoint']} ({result['model']} on {result['dataset']}, {result['device']}, "
+             "fp32, eval mode)"]
+    if "trace" in result:
+        eigenvalues = ", ".join(f"{value:.6g}" for value in result["eigenvalues"])
+        lines += [
+            f"  subset: {result['samples']} training examples (seed {result['seed']}) in {result['batches']} batches "
+            f"of up to {result['batch_size']}, aggregate {result['aggregate']}",
+            f"  parameters: {result['params']} ({result['parameters']:,})",
+            f"  Hessian trace (Hutchinson, <= {result['max_iter']} vectors, tol {result['tol']:g}): "
+            f"{result['trace']:.6g}",
+            f"  top-{len(result['eigenvalues'])} eigenvalues (power iteration, <= {result['max_iter']} iterations "
+            f"each): {eigenvalues}",
+            *([f"  {result['m_norm']} m-sharpness (rho {result['m_rho']:g}, m {result['m']}, n {result['m_samples']}, "
+               f"{result['m_steps']} ascent steps): {result['m_sharpness']:.6g}"] if "m_sharpness" in result else [])]
+    if set(MEASURES) & set(result):
+        lines.append(f"  parameters: {result['params']} (worst_case, average, esd); subsets: {result['samples']} "
+                     f"training examples, {result['m_samples']} in batches of {result['m']} (worst_case, average)")
+    for name in MEASURES:
+        if name in result:
+            measured = result[name]
+            settings = ", ".join(f"{key} {value}" for key, value in measured.items()
+                                 if key in SETTINGS and value is not None)
+            files = f" → {measured['file']}, {Path(measured['plot']).name}" if "file" in measured else ""
+            lines.append(f"  {name} ({settings}): {in_brief({name: measured})}{files}")
+    lines += [f"  time: {result['time_s']:.1f} s", f"flatmin.sharpness: {in_brief(result)}"]
+    return "\n".join(lines)
 
 
 def command_line() -> argparse.ArgumentParser:
-    """The command's arguments: the run, and an option per field of :class:`SharpnessOptions`."""
+    """The command's arguments: the run, and an option per field of :class:`SharpnessOptions` and
+    :class:`AnalysisOptions`. Numbers are read leniently (``--worst-rho x`` is the config's sentence on
+    the value, not argparse's); booleans are ``--adaptive/--no-adaptive``."""
     parser = argparse.ArgumentParser(prog="python -m flatmin.sharpness",
-                                     description="Hessian trace and top eigenvalues of a trained flatmin model.")
+                                     description="Sharpness, spectral density and loss landscapes of a trained "
+                                                 "flatmin model.")
     parser.add_argument("path", type=Path, help="a run directory, or a checkpoint file inside one")
     parser.add_argument("--checkpoint", choices=("last", "best"), default="last",
                         help="which checkpoint of a run directory (default: last, the final model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--json", type=Path, help="also write the result to this JSON file")
-    for option in fields(SharpnessOptions):
-        parser.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, type=type(option.default),
-                            help=f"{OPTION_HELP[option.name]} (default: the run's trainer.sharpness_{option.name})")
+    parser.add_argument("--out", type=Path, help="directory of the arrays and figures (default: sharpness/ beside "
+                                                 "the checkpoint)")
+    for option in (*fields(SharpnessOptions), *fields(AnalysisOptions)):
+        flag, default = f"--{option.name.replace('_', '-')}", f"the run's trainer.sharpness_{option.name}"
+        if isinstance(option.default, bool):
+            parser.add_argument(flag, dest=option.name, action=argparse.BooleanOptionalAction,
+                                help=f"{OPTION_HELP[option.name]} (default: {default})")
+        else:
+            parser.add_argument(flag, dest=option.name, metavar=option.name.upper(),
+                                type=_number if isinstance(option.default, (int, float)) else str,
+                                help=f"{OPTION_HELP[option.name]} (default: {default})")
     return parser
+
+
+def _number(text: str) -> int | float | str:
+    """An int or float as the config would read it; anything else as given, for validation to refuse."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, measure, print; write ``--json`` when asked. Returns the exit status."""
     args = command_line().parse_args(argv)
-    overrides = {option.name: getattr(args, option.name) for option in fields(SharpnessOptions)}
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("flatmin.sharpness").setLevel(logging.INFO)  # the start line, and progress off a terminal
+    overrides = {option.name: getattr(args, option.name)
+                 for option in (*fields(SharpnessOptions), *fields(AnalysisOptions))}
     try:
-        result = measure_checkpoint(args.path, args.checkpoint, args.device, **overrides)
+        result = measure_checkpoint(args.path, args.checkpoint, args.device, args.out, **overrides)
     except FlatminError as error:
         print(f"flatmin.sharpness: error: {error}", file=sys.stderr)
         return 2

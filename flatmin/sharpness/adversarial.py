@@ -10,7 +10,7 @@ box ``|δ| ≤ ρ s`` (``linf``) or the ball / ellipsoid ``‖δ / s‖ ≤ ρ``
 ``adaptive`` else 1. Average: ``mean_b [mean_t L_b(w + δ_t) − L_b(w)]`` over Gaussian (``l2``) or
 uniform (``linf``) noise scaled by ``ρ s``.
 
-Where the release is ambiguous or wrong (spec §9), flatmin:
+Where the release is ambiguous or wrong, flatmin:
  4. takes as "momentum" the code's ``0.75 z + 0.25 δ_prev`` (δ before the current one), not the APGD
     update of its docstring;
  5. on a halving reloads the best parameters but keeps δ and δ_prev: the next gradient is taken at

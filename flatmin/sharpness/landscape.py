@@ -9,7 +9,7 @@ interpolation between two models, equal to tomgoldstein/loss-landscape @ 64ef4d5
   (``net_plotter.py`` 21-65), the grid order of ``scheduler.py`` ``get_unplotted_indices`` (6-34) and
   ``evaluation.py`` ``eval_loss`` (12-66), the grids of ``plot_surface.py`` (62-66, 231-239).
 
-Where the reference is ambiguous or wrong (spec §9), flatmin does this:
+Where the reference is ambiguous or wrong, flatmin does this:
 
 12. ``ignore=None`` gives 1-D entries (biases, BatchNorm parameters and statistics) a direction equal
     to the entry itself, as the release does (a step x scales them by 1 + x); the defaults are the

@@ -32,12 +32,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.conv import _ConvNd
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from flatmin.data.task import Task
-from flatmin.data.splits import DataSplits
 from flatmin.errors import ConfigError
 from flatmin.sharpness.hessian import (LossFn, batch_hessian, hutchinson_trace, subset_hessian, to_device,
                                        top_eigenvalues)
 from flatmin.sharpness.m_sharpness import m_sharpness
+from flatmin.sharpness.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,15 @@ class SharpnessOptions:
     def from_config(cls, cfg: DictConfig) -> SharpnessOptions:
         """The options of a run config. A missing key (a run made before these options existed)
         takes the default; a null batch size is the run's training batch size."""
-        values = {f.name: cfg.trainer.get(f"sharpness_{f.name}", f.default) for f in fields(cls)}
+        values = config_values(cls, cfg)
         values["batch_size"] = values["batch_size"] or cfg.dataset.batch_size
         return cls(**values)
+
+
+def config_values(options: type, cfg: DictConfig) -> dict[str, Any]:
+    """``trainer.sharpness_<field>`` for each field of the dataclass ``options``, its default where the
+    run's config has no such key (a run made before the option existed)."""
+    return {f.name: cfg.trainer.get(f"sharpness_{f.name}", f.default) for f in fields(options)}
 
 
 def select_parameters(model: nn.Module, params: str = "all") -> list[tuple[str, nn.Parameter]]:
@@ -126,11 +131,12 @@ def measurement_mode(model: nn.Module) -> Iterator[None]:
 
 
 def measure_sharpness(model: nn.Module, dataset: Dataset, options: SharpnessOptions, device: torch.device,
-                      loss_fn: LossFn = F.cross_entropy,
-                      collate_fn: Callable[[list], Any] | None = None) -> dict[str, Any]:
+                      loss_fn: LossFn = F.cross_entropy, collate_fn: Callable[[list], Any] | None = None,
+                      progress_bar: bool = False) -> dict[str, Any]:
     """Hessian trace and top eigenvalues of ``loss_fn`` (the task's unsmoothed training loss) on a
     fixed subset of ``dataset`` (the training split, batched by ``collate_fn``) under the protocol
-    above; ``model`` must already be on ``device``.
+    above; ``model`` must already be on ``device``. The Hessian-vector products are counted as
+    :class:`~flatmin.sharpness.progress.Progress` (a bar on a terminal with ``progress_bar``).
 
     Returns a JSON-ready dict: ``trace``, ``eigenvalues`` (largest first), ``lambda_max``, the
     options, the subset actually used (``samples``, ``batches``), the number of parameters the
@@ -143,32 +149,39 @@ def measure_sharpness(model: nn.Module, dataset: Dataset, options: SharpnessOpti
     samples = sum(len(targets) for _, targets in batches)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     estimate = {"max_iter": options.max_iter, "tol": options.tol, "generator": generator}
-    with measurement_mode(model):
+    products = options.max_iter * (1 + options.top_k) * (1 if options.aggregate == "subset" else len(batches))
+    with measurement_mode(model), Progress("hessian", products, "Hessian-vector products (at most)",
+                                           progress_bar) as progress:
         if options.aggregate == "subset":
-            hvp = subset_hessian(model, loss_fn, batches, params, device)
+            hvp = progress.counting(subset_hessian(model, loss_fn, batches, params, device))
             trace = hutchinson_trace(hvp, params, **estimate)
             eigenvalues = top_eigenvalues(hvp, params, options.top_k, **estimate)
         else:  # batch_mean: each batch's estimates, weighted by its size
             trace, eigenvalues = 0.0, [0.0] * options.top_k
             for inputs, targets in batches:
                 weight = len(targets) / samples
-                hvp = batch_hessian(model, loss_fn, to_device(inputs, device), targets.to(device), params)
+                hvp = progress.counting(batch_hessian(model, loss_fn, to_device(inputs, device), targets.to(device),
+                                                      params))
                 trace += weight * hutchinson_trace(hvp, params, **estimate)
                 batch_eigenvalues = top_eigenvalues(hvp, params, options.top_k, **estimate)
                 eigenvalues = [total + weight * value for total, value in zip(eigenvalues, batch_eigenvalues)]
                 del hvp  # frees this batch's gradient graph before the next one is built
-        extra = {}
-        if options.m_rho > 0:
-            m_batches = fixed_subset_batches(dataset, options.m_samples, options.m, options.seed, collate_fn)
-            extra["m_sharpness"] = m_sharpness(model, loss_fn, m_batches, params, device, options.m_rho,
-                                               options.m_steps, options.m_norm, generator)
+    extra = {}
+    if options.m_rho > 0:
+        extra["m_sharpness"] = _m_sharpness_of(model, dataset, options, device, loss_fn, collate_fn, params,
+                                                   generator, progress_bar)
     return {"trace": trace, "lambda_max": eigenvalues[0], "eigenvalues": eigenvalues, **extra, **asdict(options),
             "samples": samples, "batches": len(batches), "parameters": sum(p.numel() for p in params),
             "time_s": time.perf_counter() - started}
 
 
-def measure_run(model: nn.Module, splits: DataSplits, cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    """The protocol as a run configures it (``trainer.sharpness_*``), on the run's training split,
-    with its task's unsmoothed loss (cross-entropy; MSE for STS-B) and its batch collation."""
-    return measure_sharpness(model, splits.train, SharpnessOptions.from_config(cfg), device,
-                             loss_fn=Task.from_config(cfg.dataset).loss_fn(), collate_fn=splits.collate)
+def _m_sharpness_of(model: nn.Module, dataset: Dataset, options: SharpnessOptions, device: torch.device,
+                        loss_fn: LossFn, collate_fn: Callable[[list], Any] | None, params: list[Tensor],
+                        generator: torch.Generator, progress_bar: bool = False) -> float:
+    """Adaptive m-sharpness of ``params`` on its own fixed subset (``m_samples`` examples in batches
+    of ``m``), under :func:`measurement_mode`, its loss evaluations counted as progress."""
+    batches = fixed_subset_batches(dataset, options.m_samples, options.m, options.seed, collate_fn)
+    with measurement_mode(model), Progress("m-sharpness", len(batches) * (options.m_steps + 2), "loss evaluations",
+                                           progress_bar) as progress:
+        return m_sharpness(model, progress.counting(loss_fn), batches, params, device, options.m_rho,
+                           options.m_steps, options.m_norm, generator)

@@ -10,7 +10,7 @@ that measure smoothed by Gaussians, averaged over Rademacher start vectors.
 Reference: amirgholami/PyHessian @ de8cf23, ``pyhessian/hessian.py`` 175-250 (``density``, with the
 weights of PR #23: the first row of the eigenvectors), ``pyhessian/utils.py`` 37-58 and 90-97
 (``group_add``, ``normalization``, ``orthnormal``), ``density_plot.py`` 28-71 (``get_esd_plot``,
-``density_generate``, ``gaussian``). Where the reference is ambiguous or wrong (spec §9):
+``density_generate``, ``gaussian``). Where the reference is ambiguous or wrong:
 
 1. ``hessian.py:237,243`` builds ``T`` in the default dtype and uses the general ``torch.linalg.eig``
    (unsorted, complex weights). flatmin: ``T`` in float64, ``torch.linalg.eigh``, nodes ascending.

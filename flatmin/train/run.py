@@ -23,7 +23,8 @@ from flatmin.errors import ConfigError, DivergedError, FlatminError
 from flatmin.rundir import flatten, load_checkpoint
 from flatmin.runtime import Runtime
 from flatmin.runtime.distributed import replica_seed
-from flatmin.sharpness import measure_run, select_parameters
+from flatmin.sharpness import AnalysisOptions, in_brief, measure_run, select_parameters
+from flatmin.sharpness.checkpoints import load_other
 from flatmin.train.checkpoint_triggers import CheckpointTriggers, RunInterrupted, SecondCtrlC
 from flatmin.train.commands import continue_command
 from flatmin.train.loggers import JsonlLogger, Loggers, WandbLogger, wandb_online_problem
@@ -292,12 +293,17 @@ def _train(cfg: DictConfig, parts: Parts, run_dir: Path, checkpoint: dict[str, A
 
 
 def measure_final_model(cfg: DictConfig, parts: Parts, runtime: Runtime) -> dict[str, Any]:
-    """``trainer.sharpness``: the trained model's Hessian trace and top eigenvalues on the training
-    split, with the task's unsmoothed loss. A failure (say, out of memory in the double backward) is
-    logged and recorded instead of raised, so the run keeps its summary; ``python -m
-    flatmin.sharpness`` can measure the checkpoint later."""
+    """``trainer.sharpness``: the measures of ``trainer.sharpness_measures`` of the trained model on the
+    training split, with the task's unsmoothed loss; arrays and figures into ``<run dir>/sharpness/``. A
+    failure (say, out of memory in the double backward) is logged and recorded instead of raised, so
+    the run keeps its summary; ``python -m flatmin.sharpness`` can measure the checkpoint later."""
     try:
-        return measure_run(parts.module, parts.splits, cfg, runtime.device)
+        run_dir = run_directory(cfg)
+        other = None
+        if "interpolation" in AnalysisOptions.from_config(cfg).names:
+            other, _ = load_other(cfg.trainer.sharpness_interpolate_to, parts.module)
+        return measure_run(parts.module, parts.splits, cfg, runtime.device, run_dir / rundir.SHARPNESS, other,
+                           progress_bar=cfg.trainer.progress_bar)
     except Exception as error:
         log.exception("the sharpness measurement failed; the run's other results are kept")
         return {rundir.ERROR: f"{type(error).__name__}: {error}"}
@@ -305,7 +311,7 @@ def measure_final_model(cfg: DictConfig, parts: Parts, runtime: Runtime) -> dict
 
 def headline(summary: dict[str, Any], run_dir: Path) -> str:
     """The end-of-run line: the test metrics of the best-validation and last models (GLUE, whose test
-    labels are hidden: the final validation metrics), and where the run is."""
+    labels are hidden: the final validation metrics), the sharpness measured, and where the run is."""
     test = summary.get(rundir.TEST) or {}
     if test:
         parts = [f"{name} {value:.4f} ({which.replace('_', '-')} model)"
@@ -314,6 +320,9 @@ def headline(summary: dict[str, Any], run_dir: Path) -> str:
     else:
         parts = [f"{name} {value:.4f} (final)" for name, value in (summary.get(rundir.FINAL) or {}).items()
                  if name.startswith("val") and not name.endswith("/loss") and isinstance(value, float)]
+    sharpness = summary.get(rundir.SHARPNESS)
+    if sharpness:
+        parts.append("sharpness failed" if rundir.ERROR in sharpness else in_brief(sharpness))
     return f"flatmin: {summary[rundir.STATUS]}: {', '.join(parts)} | {run_dir}"
 
 

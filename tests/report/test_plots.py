@@ -48,3 +48,15 @@ def test_a_reading_curve_is_drawn_at_the_mean_reading_of_each_epoch(tmp_path: Pa
     x, mean, std = reading_curve(runs, "val/accuracy", "passes")
     assert x.tolist() == [200.0, 400.0] and mean == pytest.approx([0.6, 0.8])
     assert std == pytest.approx([np.std([0.5, 0.7], ddof=1)] * 2)
+
+
+def test_runs_whose_sharpness_failed_or_left_out_the_hessian_draw_no_bars(tmp_path: Path, base_config):
+    """A measurement that failed ({"error": …}) or measured only average sharpness has no trace: it is
+    not drawn (and does not break the report); the run that measured the Hessian is."""
+    for name, sharpness in (("failed", {"error": "RuntimeError: out of memory"}), ("average", {"average": {}}),
+                            ("hessian", {"trace": 12.0, "lambda_max": 3.0})):
+        write_run(tmp_path / name, base_config, {"optimizer.rho": {"failed": 0.1, "average": 0.2}.get(name, 0.3)},
+                  None, {**completed(0.9), "sharpness": sharpness}, epochs([0.5, 0.9]))
+    (section,) = build_sections(find_runs([tmp_path]))
+    (path,) = [path for path in write_plots([section], tmp_path) if path.name.endswith("_sharpness.png")]
+    assert path.read_bytes()[:8] == PNG

@@ -1,7 +1,7 @@
 """Loss landscapes against a float64 restatement of tomgoldstein/loss-landscape @ 64ef4d5 (``net_plotter.py``
 directions and ``set_weights``/``set_states``, ``plot_surface.py`` ``crunch``, ``scheduler.py``
 ``get_unplotted_indices``, ``evaluation.py`` ``eval_loss``): directions 1e-12 relative, losses 1e-12
-relative, accuracies exact; nothing left changed; the bad inputs of spec §5; the plots."""
+relative, accuracies exact; nothing left changed; the bad inputs; the plots."""
 
 from __future__ import annotations
 

@@ -259,7 +259,7 @@ def test_as_many_steps_as_entries_recover_the_spectrum_and_the_start_vector_weig
     with measurement_mode(model):
         hvp = batch_hessian(model, F.mse_loss, *batch, params)
         nodes, weights = spectral_density(hvp, params, iterations=17, generator=torch.Generator().manual_seed(2))
-    # PyHessian's 1e-6 in the normalisation moves the nodes by up to ~1.4e-5 relative here (spec §9.2).
+    # PyHessian's 1e-6 in the normalisation moves the nodes by up to ~1.4e-5 relative here.
     torch.testing.assert_close(nodes[0], eigenvalues, rtol=0, atol=5e-5 * scale)
     torch.testing.assert_close(weights[0], (eigenvectors.T @ start_vector(params, 2)) ** 2, rtol=0, atol=5e-5)
 
