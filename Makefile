@@ -51,13 +51,15 @@ COMPARE_DIR ?= outputs/study/compare_digits
 COMPARE_SECONDS ?= 2.0
 COMPARE_TARGETS ?= --target digits-noise0.0:val/accuracy=0.98 --target digits-noise0.2:val/accuracy=0.95 \
 	--target digits-noise0.4:val/accuracy=0.9
-study-compare: ## the comparison study: 5 methods x 3 digits workloads tuned AlgoPerf-style at equal passes and equal seconds; report in docs/study/comparison/ (about 16 minutes on 2 CPU cores)
+study-compare: ## the comparison study: 5 methods x 3 digits workloads tuned AlgoPerf-style at equal passes and equal seconds; report in docs/study/comparison/ (about 17 minutes on 2 CPU cores)
 	rm -rf $(COMPARE_DIR)
 	$(PYTHON) train.py -m experiment=compare_digits hydra.sweep.dir=$(COMPARE_DIR)/passes
 	$(PYTHON) train.py -m experiment=compare_digits trainer.budget_passes=null trainer.budget_seconds=$(COMPARE_SECONDS) \
 		'trainer.epochs="$${pick:$${optimizer.name},{sgd: 20},10}"' hydra.sweep.dir=$(COMPARE_DIR)/seconds
-	$(PYTHON) -m flatmin.report $(COMPARE_DIR)/passes --protocol algoperf $(COMPARE_TARGETS) --out docs/study/comparison/passes
-	$(PYTHON) -m flatmin.report $(COMPARE_DIR)/seconds --protocol algoperf $(COMPARE_TARGETS) --out docs/study/comparison/seconds
+	$(PYTHON) -m flatmin.report $(COMPARE_DIR)/passes --protocol algoperf $(COMPARE_TARGETS) --unit passes \
+		--out docs/study/comparison/passes
+	$(PYTHON) -m flatmin.report $(COMPARE_DIR)/seconds --protocol algoperf $(COMPARE_TARGETS) --unit seconds \
+		--out docs/study/comparison/seconds
 
 readme-figures: ## rerun the commands behind the README's figures and write the new ones in (about 20 minutes)
 	$(PYTHON) scripts/readme_figures.py --write
