@@ -301,8 +301,10 @@ def check_sharpness(cfg: DictConfig) -> None:
 
 
 def check_trial(cfg: DictConfig) -> None:
-    """A tuning job's study and trial lie within the sweep's ``tuning.studies`` × ``tuning.trials``."""
+    """A tuning job has a trial, and its study and trial lie within ``tuning.studies`` × ``tuning.trials``."""
     tuning = cfg.get("tuning") or {}
+    if tuning.get("phase") == "tune" and tuning.get("protocol") is not None and tuning.get("trial") is None:
+        raise ConfigError("tuning.trial must be set in the tuning phase (got None): it picks the job's draw.")
     for index, count in (("study", "studies"), ("trial", "trials")):
         if tuning.get(index) is not None and count in tuning and tuning[index] >= tuning[count]:
             raise ConfigError(f"tuning.{index} must be below tuning.{count}={tuning[count]} (got {tuning[index]}): "

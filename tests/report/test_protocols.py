@@ -180,3 +180,16 @@ def test_crowded_valley_refuses_two_runs_for_one_reseed(tmp_path: Path, base_con
     write_trial(tmp_path / "again", base_config, protocol="crowded_valley", phase="reseed", reseed=1, trial=None)
     with pytest.raises(ReportError, match=r"\(method, workload, reseed phase, reseed\) = \(sgd, digits/SmallCNN, 1\)"):
         crowded_valley(read_trials([tmp_path]))
+
+
+def test_a_sweeps_job_indices_and_points_are_not_settings(tmp_path: Path, base_config):
+    """Reseeds of one point differ in seed and tuning.reseed, the studies of a search in tuning.study: like
+    the seed, these do not make another configuration (today's tables group such runs as seeds of one)."""
+    for k in (1, 2, 3):
+        write_trial(tmp_path / f"reseed{k}", base_config, AT[k], protocol="crowded_valley", phase="reseed", trial=None,
+                    study=None, reseed=k, seed=42 + k, point={"optimizer.lr": 0.2})
+    for study in (0, 1):
+        write_trial(tmp_path / f"study{study}", base_config, AT[2], study=study, trial=study, seed=study, studies=2,
+                    point={"optimizer.lr": 0.3})
+    medians = seed_medians(find_runs([tmp_path]), "val/accuracy", 0.9, unit="epochs")
+    assert sorted(len(times.runs) for times in medians.values()) == [2, 3]

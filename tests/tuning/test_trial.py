@@ -79,6 +79,7 @@ def test_the_reseed_sweep_counts_from_one_after_a_tuning_sweep_and_from_zero_wit
     (["tuning.reseeds=-2"], "tuning.reseeds must be a positive integer (got -2)."),
     (["tuning.study=3"], "tuning.study must be below tuning.studies=3 (got 3)"),
     (["tuning.trial=5"], "tuning.trial must be below tuning.trials=5 (got 5)"),
+    (["tuning.trial=null"], "tuning.trial must be set in the tuning phase"),
     (["tuning.from=/no/such/sweep"], "tuning.from must be null or the directory of a tuning sweep"),
     (["+tuning.space.optimizer.nesterov_typo={min:0.1,max:1}"], "tuning.space.optimizer.nesterov_typo names no key"),
     (["+tuning.space.optimizer.lr={min:1,max:0.1}"], "tuning.space.optimizer.lr must be min < max"),
