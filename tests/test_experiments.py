@@ -41,11 +41,17 @@ def sweep_jobs(experiment: str) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
+#: Overrides that change no choice of config: the seed, and a tuning sweep's job indices (which pick a
+#: drawn point and seed when the run starts, flatmin.tuning.apply_trial).
+JOB_INDICES = ("seed=", "tuning.study=", "tuning.trial=", "tuning.reseed=")
+
+
 def one_seed_each(jobs: list[list[str]]) -> list[list[str]]:
-    """The first job of each setting: jobs that differ only in their seed compose alike but for it."""
+    """The first job of each setting: jobs that differ only in their seed or tuning indices compose alike
+    but for them."""
     seen: dict[tuple[str, ...], list[str]] = {}
     for job in jobs:
-        seen.setdefault(tuple(o for o in job if not o.startswith("seed=")), job)
+        seen.setdefault(tuple(o for o in job if not o.startswith(JOB_INDICES)), job)
     return list(seen.values())
 
 
@@ -80,7 +86,7 @@ def fixtures(root: Path, overrides: list[str], minilm_dir: Path) -> list[str]:
 def test_every_job_of_the_sweep_composes_and_validates(tmp_path: Path, experiment: str):
     jobs = sweep_jobs(experiment)
     assert len(jobs) >= 3
-    jobs = one_seed_each(jobs)          # a seed changes no choice of config: each setting is composed once
+    jobs = one_seed_each(jobs)          # a seed or trial changes no choice of config: each setting composed once
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for job in jobs:
             cfg = compose("config", overrides=[f"paths.output_dir={tmp_path}", f"experiment={experiment}", *job])
