@@ -1,6 +1,7 @@
 """Progress of a long measurement: a tqdm bar on a terminal (as the trainer shows its epochs), log lines
-otherwise (at most one per tenth of the work and per ``LOG_EVERY_S`` seconds). A measure is followed by counting the calls it makes (Hessian-vector
-products, loss evaluations), so the measures themselves know nothing of it."""
+otherwise (at most one per tenth of the work and per ``LOG_EVERY_S`` seconds). A measure is followed by
+counting the calls it makes (Hessian-vector products, loss evaluations), so the measures themselves know
+nothing of it."""
 
 from __future__ import annotations
 
