@@ -25,12 +25,13 @@ test-slow: ## run only the tests marked slow
 demo: ## the quick start: train the default small CNN on digits (about 9 s on 2 CPU cores)
 	$(PYTHON) train.py
 
-bench: ## optimizer step cost as a ratio to SGD, training throughput per loader, trainer overhead and start-up (docs/benchmarks.md)
+bench: ## optimizer step cost as a ratio to SGD, training throughput per loader, trainer overhead and start-up, the analysis measures' cost (docs/benchmarks.md)
 	$(PYTHON) scripts/bench_optim.py
 	$(PYTHON) scripts/bench_optim.py --optimizer-only
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_overhead.py
 	$(PYTHON) scripts/bench_overhead.py --startup
+	$(PYTHON) scripts/bench_sharpness.py
 
 gpu-check: ## check this machine's GPU: every GPU path of flatmin, with figures (README: Checking a GPU machine)
 	scripts/gpu_check.sh
