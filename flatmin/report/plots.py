@@ -18,7 +18,7 @@ from flatmin import rundir
 from flatmin.checks import is_number
 from flatmin.report.comparison import Comparison
 from flatmin.report.profiles import Profiles
-from flatmin.report.protocols import monitored, workload_of
+from flatmin.report.protocols import ALGOPERF, CROWDED_VALLEY, monitored, workload_of
 from flatmin.report.runs import Run
 from flatmin.report.tables import Group, Section
 from flatmin.report.targets import READING
@@ -30,8 +30,8 @@ STYLES = ("-", "--", "-.", ":")
 #: The readings the comparison's learning curves are drawn against, whatever the units compared.
 CURVE_UNITS = ("passes", "seconds")
 #: The runs a curve averages, under each protocol.
-CURVE_RUNS = {"seeds": "a configuration's seeds", "algoperf": "each study's fastest trial",
-              "crowded_valley": "the reseeds (method) or the one-shot runs (method (one-shot))"}
+CURVE_RUNS = {"seeds": "a configuration's seeds", ALGOPERF: "each study's fastest trial",
+              CROWDED_VALLEY: "the reseeds (method) or the one-shot runs (method (one-shot))"}
 READING_LABELS = {"epochs": "epochs", "steps": "optimizer steps", "passes": "gradient passes",
                   "seconds": "training seconds"}
 

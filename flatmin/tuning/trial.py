@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from flatmin.errors import ConfigError
 from flatmin.optim.registry import method_label
-from flatmin.report.protocols import crowded_valley, read_trials, workload_of
+from flatmin.report.protocols import ALGOPERF, CROWDED_VALLEY, RESEED, TUNE, crowded_valley, read_trials, workload_of
 from flatmin.rundir import flatten
 from flatmin.tuning.halton import draw_trials
 from flatmin.tuning.space import search_space
@@ -43,13 +43,13 @@ def apply_trial(cfg: DictConfig) -> dict[str, Any] | None:
         raise ConfigError("tuning.point is recorded by the run (the point its sweep gives it), not set; "
                           "to run one point, set its values (optimizer.lr=…) without a sweep option.")
     space = search_space(cfg)
-    if tuning.phase == "tune":
-        studies = tuning.studies if tuning.protocol == "algoperf" else 1
-        study = tuning.study if tuning.protocol == "algoperf" else 0
+    if tuning.phase == TUNE:
+        studies = tuning.studies if tuning.protocol == ALGOPERF else 1
+        study = tuning.study if tuning.protocol == ALGOPERF else 0
         point = draw_trials(space, tuning.trials, studies, tuning.seed)[study][tuning.trial]
         offset = study
     else:
-        point = selected_point(cfg, tuning["from"]) if tuning.phase == "reseed" else {}
+        point = selected_point(cfg, tuning["from"]) if tuning.phase == RESEED else {}
         offset = tuning.reseed if tuning.reseed is not None else 0
     for key, value in point.items():
         OmegaConf.update(cfg, key, value, merge=False)
@@ -69,7 +69,7 @@ def selected_point(cfg: DictConfig, source: str | None) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     method = method_label(container["optimizer"])
     workload = workload_of(flatten(container, separator="."))
-    selection = crowded_valley([trial for trial in read_trials([Path(source)]) if trial.protocol == "crowded_valley"])
+    selection = crowded_valley([trial for trial in read_trials([Path(source)]) if trial.protocol == CROWDED_VALLEY])
     chosen = selection.get((method, workload))
     if chosen is None or chosen.best is None:
         raise ConfigError(f"tuning.from={source} holds no completed tuning trial of {method} on {workload}; "
